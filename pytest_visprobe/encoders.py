@@ -1,0 +1,315 @@
+"""The Encoder contract and the loaders behind ``--encoder``.
+
+An encoder takes float RGB images in [0, 1] (``N×3×H×W``) and applies its own resize and
+normalisation, so attacks can work in pixel space. ``embed`` must stay differentiable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoder_refs import DEFAULT_FACTORY, EncoderRef
+from .errors import EncoderLoadError
+
+
+class Encoder(nn.Module):
+    """Base class for encoders. Subclass and implement ``embed`` (and ``feature_map`` if you can).
+
+    ``name`` labels the encoder; ``input_size`` is the ``(H, W)`` it prefers, or ``None`` for
+    "as given"; ``fingerprint()`` keys the feature cache.
+    """
+
+    name: str = "encoder"
+    input_size: tuple[int, int] | None = None
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """``[N, 3, H, W]`` in [0, 1] → ``[N, D]`` pooled embedding."""
+        raise NotImplementedError
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` in [0, 1] → ``[N, C, h, w]`` spatial features (optional)."""
+        raise NotImplementedError(f"{type(self).__name__} has no feature_map()")
+
+    @property
+    def has_feature_map(self) -> bool:
+        return type(self).feature_map is not Encoder.feature_map
+
+    def config(self) -> dict[str, Any]:
+        """Settings that change the features (beyond the weights); part of the fingerprint."""
+        return {"input_size": self.input_size}
+
+    def fingerprint(self) -> str:
+        """Hash of weights, architecture and config: a changed checkpoint never reuses features."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is None:
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(type(self).__qualname__.encode())
+            digest.update(repr(self).encode())
+            digest.update(repr(sorted(self.config().items())).encode())
+            digest.update(getattr(self, "source_hash", "").encode())
+            for key, tensor in self.state_dict().items():
+                data = tensor.detach().cpu().contiguous().reshape(-1)
+                digest.update(f"{key}|{data.dtype}|{tuple(tensor.shape)}".encode())
+                digest.update(data.view(torch.uint8).numpy().tobytes())
+            cached = digest.hexdigest()
+            self._fingerprint = cached
+        return cached
+
+
+class ModuleEncoder(Encoder):
+    """Wraps an ``nn.Module``: resize → normalise → module → pool to ``[N, D]``.
+
+    4-D outputs are average-pooled, 3-D token outputs are averaged over tokens; the spatial
+    map comes from ``map_fn`` (or the module's ``forward_features`` when it returns 4-D).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        name: str,
+        input_size: Sequence[int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        interpolation: str = "bilinear",
+        embed_fn: Callable[[torch.Tensor], Any] | None = None,
+        map_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.name = name
+        self.input_size = tuple(int(v) for v in input_size) if input_size is not None else None
+        self.interpolation = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
+        self.register_buffer("mean", _channel_buffer(mean, 0.0), persistent=False)
+        self.register_buffer("std", _channel_buffer(std, 1.0), persistent=False)
+        self._embed_fn = embed_fn or module
+        if map_fn is None and callable(getattr(module, "forward_features", None)):
+            map_fn = module.forward_features
+        self._map_fn = map_fn
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "interpolation": self.interpolation,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize to ``input_size`` and normalise, differentiably (attacks pass through here)."""
+        if self.input_size is not None and tuple(images.shape[-2:]) != self.input_size:
+            antialias = self.interpolation in ("bilinear", "bicubic")
+            kwargs = {"align_corners": False} if antialias else {}
+            images = F.interpolate(images, size=self.input_size, mode=self.interpolation,
+                                   antialias=antialias, **kwargs)
+        return (images - self.mean) / self.std
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        out = _first_tensor(self._embed_fn(self.preprocess(images)), self.name)
+        if out.ndim == 4:
+            out = out.mean(dim=(2, 3))
+        elif out.ndim == 3:
+            out = out.mean(dim=1)
+        return out
+
+    @property
+    def has_feature_map(self) -> bool:
+        return self._map_fn is not None
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        if self._map_fn is None:
+            raise NotImplementedError(f"{self.name} has no feature_map()")
+        return _first_tensor(self._map_fn(self.preprocess(images)), self.name)
+
+
+def _channel_buffer(values: Sequence[float] | None, fill: float) -> torch.Tensor:
+    values = [fill] * 3 if values is None else [float(v) for v in values]
+    return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1)
+
+
+def _first_tensor(out: Any, name: str) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    from .errors import EncoderOutputError
+
+    raise EncoderOutputError(
+        f"encoder {name!r} returned {type(out).__name__}, not a tensor. The wrapped module must "
+        f"return a Tensor (or a tuple whose first item is one); otherwise subclass "
+        f"pytest_visprobe.Encoder and implement embed()."
+    )
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def load_encoder(ref: EncoderRef) -> Encoder:
+    """Turn a parsed reference into an Encoder, in eval mode, named by ``ref.id``."""
+    loader = {"file": _load_file, "timm": _load_timm, "open_clip": _load_open_clip}[ref.kind]
+    encoder = loader(ref)
+    encoder.name = ref.id
+    encoder.ref = ref.raw
+    return encoder.eval()
+
+
+def as_encoder(obj: Any, *, name: str) -> Encoder:
+    """Accept an Encoder as is; wrap a bare ``nn.Module`` (timm-style data config if present)."""
+    if isinstance(obj, Encoder):
+        return obj
+    if isinstance(obj, nn.Module):
+        cfg = getattr(obj, "pretrained_cfg", None) or {}
+        input_size = cfg.get("input_size")
+        return ModuleEncoder(
+            obj,
+            name=name,
+            input_size=tuple(input_size[1:]) if input_size else None,
+            mean=cfg.get("mean"),
+            std=cfg.get("std"),
+            interpolation=cfg.get("interpolation", "bilinear"),
+        )
+    raise EncoderLoadError(
+        f"encoder {name!r}: the factory returned {type(obj).__name__}; it must return a "
+        f"pytest_visprobe.Encoder or a torch.nn.Module."
+    )
+
+
+def _load_file(ref: EncoderRef) -> Encoder:
+    path = Path(ref.target).resolve()
+    source = path.read_bytes()
+    module_name = f"visprobe_encoder_{hashlib.blake2b(str(path).encode(), digest_size=6).hexdigest()}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's file failed to import
+        sys.modules.pop(module_name, None)
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: importing {path} failed: {_where(exc, path)}. Fix the file; "
+            f"it must import on its own (python {path})."
+        ) from exc
+    factory_name = ref.factory or DEFAULT_FACTORY
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        candidates = [
+            n for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module_name
+            and not inspect.isclass(v)
+        ]
+        hint = f" Functions it defines: {', '.join(candidates)}." if candidates else ""
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: {path.name} has no function {factory_name}(). Define "
+            f"`def {DEFAULT_FACTORY}(): return MyEncoder()` in it, or pick one with "
+            f"--encoder={ref.target}::FACTORY.{hint}"
+        )
+    try:
+        obj = factory()
+    except Exception as exc:
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: {factory_name}() raised {_where(exc, path)}. Fix the factory; "
+            f"it must return an Encoder or nn.Module."
+        ) from exc
+    encoder = as_encoder(obj, name=ref.id)
+    encoder.source_hash = hashlib.blake2b(source, digest_size=16).hexdigest()
+    return encoder
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """``ExcType: message (file.py:line)`` pointing at the user's file when it is on the stack."""
+    line = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename).resolve() == path:
+            line = f" ({path.name}:{frame.lineno})"
+            break
+    return f"{type(exc).__name__}: {exc}{line}"
+
+
+def _load_timm(ref: EncoderRef) -> Encoder:
+    import timm
+
+    if not timm.is_model(ref.target) and not ref.target.startswith("hf-hub:"):
+        names = timm.list_models()
+        base = ref.target.split(".")[0]
+        guess = difflib.get_close_matches(base, names, n=3)
+        hint = f" Did you mean {', '.join(guess)}?" if guess else ""
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: timm has no model {ref.target!r}.{hint} "
+            f"See timm.list_models('*pattern*')."
+        )
+    kwargs: dict[str, Any] = {"pretrained": True, "num_classes": 0}
+    if ref.weights:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(ref.weights).resolve())}
+    try:
+        model = timm.create_model(ref.target, **kwargs)
+    except Exception as exc:
+        fix = (
+            f"Check that {ref.weights} is a state dict saved from {ref.target}."
+            if ref.weights else
+            f"Without internet access, pass a local weights file: --encoder=timm:{ref.target}@/path/"
+            f"to/model.safetensors (or set HF_HUB_OFFLINE=1 with the weights in your HF cache)."
+        )
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: timm could not load pretrained weights ({type(exc).__name__}: "
+            f"{_short(exc)}). {fix}"
+        ) from exc
+    cfg = timm.data.resolve_model_data_config(model)
+    return ModuleEncoder(
+        model,
+        name=ref.id,
+        input_size=tuple(cfg["input_size"][1:]),
+        mean=cfg["mean"],
+        std=cfg["std"],
+        interpolation=cfg.get("interpolation", "bicubic"),
+    )
+
+
+def _load_open_clip(ref: EncoderRef) -> Encoder:
+    import open_clip
+
+    arch = ref.target
+    if not arch.startswith("hf-hub:") and arch not in open_clip.list_models():
+        guess = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+        hint = f" Did you mean {', '.join(guess)}?" if guess else ""
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: open_clip has no architecture {arch!r}.{hint} "
+            f"See open_clip.list_models()."
+        )
+    try:
+        model = open_clip.create_model(arch, pretrained=ref.weights, require_pretrained=True)
+    except Exception as exc:
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: open_clip could not load {arch} with pretrained="
+            f"{ref.weights!r} ({type(exc).__name__}: {_short(exc)}). Without internet access, "
+            f"pass a local checkpoint: --encoder=open_clip:{arch}//path/to/open_clip_model.safetensors; "
+            f"see open_clip.list_pretrained() for tags."
+        ) from exc
+    visual = model.visual
+    cfg = getattr(visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", getattr(visual, "image_size", 224))
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return ModuleEncoder(
+        visual,
+        name=ref.id,
+        input_size=size,
+        mean=cfg.get("mean", getattr(visual, "image_mean", None)),
+        std=cfg.get("std", getattr(visual, "image_std", None)),
+        interpolation=cfg.get("interpolation", "bicubic"),
+    )
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + " …"

@@ -1,0 +1,176 @@
+"""Command-line options and ini keys: names as constants, values validated at the boundary.
+
+Command line beats ini beats default. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ENCODER_OPTION = "--encoder"
+PROFILE_OPTION = "--visprobe-profile"
+DATASET_OPTION = "--visprobe-dataset"
+REPORT_OPTION = "--visprobe-report"
+CACHE_DIR_OPTION = "--visprobe-cache-dir"
+NO_CACHE_OPTION = "--visprobe-no-cache"
+DEVICE_OPTION = "--visprobe-device"
+BATCH_SIZE_OPTION = "--visprobe-batch-size"
+SEED_OPTION = "--visprobe-seed"
+THRESHOLDS_OPTION = "--visprobe-thresholds"
+BASELINE_OPTION = "--visprobe-baseline"
+TOLERANCE_OPTION = "--visprobe-tolerance"
+
+DEFAULT_REPORT_DIR = "visprobe-report"
+DEFAULT_TOLERANCE = 0.02
+THRESHOLDS_FILENAME = "visprobe_thresholds.toml"
+
+
+def default_cache_dir() -> Path:
+    """``$VISPROBE_CACHE_DIR``, else the XDG cache (features outlive a checkout)."""
+    if os.environ.get("VISPROBE_CACHE_DIR"):
+        return Path(os.environ["VISPROBE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-visprobe"
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+def tolerance(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device(value: str) -> str:
+    if not _DEVICE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}"
+        )
+    return value
+
+
+def existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"file not found: {value}")
+    return path
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its flag, ini key, parser, default and help (the help states the default)."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any] | None = None
+    default: Any = None
+    repeatable: bool = False
+    flag_only: bool = False
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def ini(self) -> str:
+        return "visprobe_encoders" if self.flag == ENCODER_OPTION else self.dest
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(ENCODER_OPTION, "encoder to probe, repeatable: FILE.py, FILE.py::FACTORY, timm:NAME, "
+           "timm:NAME@WEIGHTS_FILE or open_clip:ARCH/PRETRAINED (PRETRAINED may be a local "
+           "checkpoint). Default: none (visprobe tests are skipped).", repeatable=True, metavar="REF"),
+    Option(PROFILE_OPTION, "sizes, datasets and settings: quick (default, offline, CPU).",
+           default="quick", metavar="NAME"),
+    Option(DATASET_OPTION, "dataset for the label probes instead of the profile's, repeatable: "
+           "a registered name (shapes, digits, ...) or imagefolder:PATH.", repeatable=True,
+           metavar="SPEC"),
+    Option(REPORT_OPTION, f"directory for scorecard.json and scorecard.md (default: "
+           f"{DEFAULT_REPORT_DIR}).", default=DEFAULT_REPORT_DIR, metavar="DIR"),
+    Option(CACHE_DIR_OPTION, "on-disk feature cache (default: $VISPROBE_CACHE_DIR or "
+           "~/.cache/pytest-visprobe).", metavar="DIR"),
+    Option(NO_CACHE_OPTION, "do not read or write the on-disk feature cache (default: off).",
+           default=False, flag_only=True),
+    Option(DEVICE_OPTION, "auto (default: CUDA with bf16 autocast when present, else CPU), "
+           "cpu, cuda, cuda:N or mps.", parse=device, default="auto", metavar="DEVICE"),
+    Option(BATCH_SIZE_OPTION, "images per forward pass (default: the profile's, 64).",
+           parse=positive_int, metavar="N"),
+    Option(SEED_OPTION, "seed for data, splits and probes (default: 0).", parse=non_negative_int,
+           default=0, metavar="N"),
+    Option(THRESHOLDS_OPTION, f"thresholds TOML file (default: the nearest {THRESHOLDS_FILENAME} "
+           f"beside or above each test file).", parse=existing_file, metavar="FILE"),
+    Option(BASELINE_OPTION, "accepted scorecard.json to compare with; a metric worse than it by "
+           "more than the tolerance fails (default: none).", parse=existing_file, metavar="FILE"),
+    Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
+           f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),
+)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("visprobe", "probe frozen vision encoders (pytest-visprobe)")
+    for option in OPTIONS:
+        if option.flag_only:
+            group.addoption(option.flag, action="store_true", default=None, dest=option.dest,
+                            help=option.help)
+            parser.addini(option.ini, option.help, type="bool", default=None)
+        elif option.repeatable:
+            group.addoption(option.flag, action="append", default=None, dest=option.dest,
+                            metavar=option.metavar, help=option.help)
+            parser.addini(option.ini, option.help, type="linelist", default=[])
+        else:
+            group.addoption(option.flag, action="store", default=None, dest=option.dest,
+                            metavar=option.metavar, type=option.parse, help=option.help)
+            parser.addini(option.ini, option.help, type="string", default="")
+
+
+def read_options(config: pytest.Config) -> dict[str, Any]:
+    """Resolve every option (command line > ini > default); bad ini values are usage errors."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = config.getoption(option.dest)
+        if value is None:
+            ini_value = config.getini(option.ini)
+            if ini_value not in (None, "", []):
+                if isinstance(ini_value, str) and option.parse is not None:
+                    try:
+                        ini_value = option.parse(ini_value)
+                    except argparse.ArgumentTypeError as exc:
+                        raise pytest.UsageError(f"ini key {option.ini}: {exc}") from None
+                value = ini_value
+        if value is None:
+            value = [] if option.repeatable else option.default
+        values[option.dest] = value
+    return values

@@ -1,0 +1,202 @@
+"""The scorecard: one typed, versioned JSON document per session, and its Markdown view.
+
+Records are sorted by (probe, dataset, metric, encoder), so a serial run and ``pytest -n N``
+produce the same document apart from timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+
+class Record(BaseModel):
+    """One (encoder, probe, dataset, metric) measurement and its verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str
+    probe: str
+    dataset: str
+    metric: str
+    value: float
+    spread: float | None = None  # std over trials, where the probe has trials
+    higher_is_better: bool
+    threshold: float | None = None
+    threshold_source: str | None = None
+    baseline: float | None = None
+    passed: bool  # threshold and baseline both satisfied (True when neither applies)
+    nodeid: str
+    duration: float = 0.0  # seconds of the test call that produced it
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.encoder, self.probe, self.dataset, self.metric)
+
+
+class EncoderInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    ref: str
+    fingerprint: str
+    input_size: list[int] | None = None
+    parameters: int = 0
+    has_feature_map: bool = False
+
+
+class DatasetInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    fingerprint: str
+    splits: dict[str, int]  # split name -> number of samples
+    targets: list[str]
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    created: datetime
+    profile: str
+    seed: int
+    device: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    python: str
+    platform: str
+    packages: dict[str, str]
+    command: list[str]
+    workers: int = 1
+    features: dict[str, int] = Field(default_factory=dict)  # FeatureStore counters, summed
+    baseline: str | None = None
+    tolerance: float | None = None
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+
+class Scorecard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    provenance: Provenance
+    encoders: list[EncoderInfo] = Field(default_factory=list)
+    datasets: list[DatasetInfo] = Field(default_factory=list)
+    records: list[Record] = Field(default_factory=list)
+    outcome: Outcome = Field(default_factory=Outcome)
+
+    def sorted(self) -> "Scorecard":
+        return self.model_copy(update={
+            "encoders": sorted(self.encoders, key=lambda e: e.name),
+            "datasets": sorted(self.datasets, key=lambda d: d.name),
+            "records": sorted(self.records, key=lambda r: (r.probe, r.dataset, r.metric, r.encoder)),
+        })
+
+
+def load_scorecard(path: Path) -> Scorecard:
+    """Read an accepted scorecard (a baseline); a malformed one is a ConfigError with the fix."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return Scorecard.model_validate_json(text)
+    except OSError as exc:
+        raise ConfigError(f"baseline {path} could not be read: {exc}.") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[:3]
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in first)
+        raise ConfigError(
+            f"baseline {path} is not a pytest-visprobe scorecard (schema_version "
+            f"{SCHEMA_VERSION}): {problems}. Point --visprobe-baseline at a scorecard.json that a "
+            f"run wrote (in its --visprobe-report directory)."
+        ) from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def write_scorecard(card: Scorecard, directory: Path) -> tuple[Path, Path]:
+    card = card.sorted()
+    json_path, md_path = directory / "scorecard.json", directory / "scorecard.md"
+    write_atomic(json_path, json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
+    write_atomic(md_path, to_markdown(card))
+    return json_path, md_path
+
+
+def format_cell(record: Record) -> str:
+    text = f"{record.value:.3f}"
+    if record.spread is not None:
+        text += f" ± {record.spread:.3f}"
+    if record.baseline is not None:
+        text += f" ({record.value - record.baseline:+.3f})"
+    if record.threshold is not None or record.baseline is not None:
+        text += " ✓" if record.passed else " ✗"
+    return text
+
+
+def table_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
+    """Metrics as rows, encoders as columns (the comparison view)."""
+    encoders = sorted({r.encoder for r in card.records})
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    for record in card.sorted().records:
+        rows.setdefault((record.probe, record.dataset, record.metric), {})[record.encoder] = format_cell(record)
+    headers = ["probe", "dataset", "metric", *encoders]
+    body = [[*key, *(cells.get(e, "—") for e in encoders)] for key, cells in rows.items()]
+    return headers, body
+
+
+def to_markdown(card: Scorecard) -> str:
+    from tabulate import tabulate
+
+    p = card.provenance
+    headers, body = table_rows(card)
+    lines = [
+        "# pytest-visprobe scorecard",
+        "",
+        f"profile `{p.profile}` · seed {p.seed} · device `{p.device}` · "
+        f"{p.created.isoformat(timespec='seconds')}" + (f" · commit `{p.git_commit[:10]}`" if p.git_commit else ""),
+        "",
+        f"tests: {card.outcome.passed} passed, {card.outcome.failed} failed, "
+        f"{card.outcome.errors} errors, {card.outcome.skipped} skipped · feature sets: "
+        f"{p.features.get('computed', 0)} computed, {p.features.get('from_disk', 0)} from cache",
+        "",
+    ]
+    if body:
+        lines.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
+    else:
+        lines.append("_No metrics were recorded._")
+    notes = ["", "Cells: value (± std over trials) (Δ vs baseline) ✓/✗ against threshold and baseline."]
+    if p.baseline:
+        notes.append(f"Baseline: `{p.baseline}`, tolerance {p.tolerance}.")
+    failing = [r for r in card.sorted().records if not r.passed]
+    if failing:
+        notes += ["", "## Failing metrics", ""]
+        for r in failing:
+            notes.append(f"- `{r.encoder}` {r.probe}.{r.metric} on {r.dataset}: {r.value:.4f} "
+                         f"(threshold {r.threshold}, baseline {r.baseline}) — `{r.nodeid}`")
+    if card.encoders:
+        notes += ["", "## Encoders", ""]
+        notes += [f"- `{e.name}` ← `{e.ref}` · fingerprint `{e.fingerprint[:12]}` · input "
+                  f"{e.input_size or 'as given'} · {e.parameters:,} parameters" for e in card.sorted().encoders]
+    return "\n".join(lines + notes) + "\n"

@@ -1,0 +1,179 @@
+"""Per-process run state (kept in ``config.stash``): options, loaded encoders and datasets,
+the feature store, and — on the controller — the records gathered from test reports.
+
+Heavy parts (torch, encoders, datasets) are created on first use, never at plugin load.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .encoder_refs import EncoderRef, parse_encoder_ref
+from .errors import ConfigError
+from .options import THRESHOLDS_FILENAME, default_cache_dir
+from .profiles import Profile, get_profile
+from .scorecard import DatasetInfo, EncoderInfo, Outcome, Record, Scorecard, load_scorecard
+from .thresholds import Thresholds, load_thresholds
+
+if TYPE_CHECKING:
+    from .datasets.base import Dataset
+    from .encoders import Encoder
+    from .features import FeatureStore
+
+
+@dataclass
+class Collected:
+    """What the controller gathers from reports (its own in a serial run, workers' under xdist)."""
+
+    records: list[Record] = field(default_factory=list)
+    encoders: dict[str, EncoderInfo] = field(default_factory=dict)
+    datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # per worker, latest
+    devices: set[str] = field(default_factory=set)
+    outcome: Outcome = field(default_factory=Outcome)
+
+
+@dataclass
+class VisprobeSession:
+    options: dict[str, Any]
+    profile: Profile
+    encoder_refs: list[EncoderRef]
+    dataset_overrides: list[str]
+    rootdir: Path
+    baseline: Scorecard | None = None
+    explicit_thresholds: Thresholds | None = None
+    worker_id: str = "main"
+    collected: Collected = field(default_factory=Collected)
+    _thresholds: dict[Path, Thresholds | None] = field(default_factory=dict)
+    _encoders: dict[str, "Encoder"] = field(default_factory=dict)
+    _datasets: dict[str, "Dataset"] = field(default_factory=dict)
+    _store: "FeatureStore | None" = None
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], rootdir: Path, worker_id: str) -> "VisprobeSession":
+        """Validate everything that can be checked without torch; errors are ConfigErrors."""
+        from .errors import EncoderLoadError
+
+        profile = get_profile(options["visprobe_profile"])
+        try:
+            refs = [parse_encoder_ref(raw, rootdir=rootdir) for raw in options["encoder"]]
+        except EncoderLoadError as exc:
+            raise ConfigError(str(exc)) from None
+        for spec in options["visprobe_dataset"]:
+            validate_dataset_spec(spec)
+        session = cls(options=options, profile=profile, encoder_refs=refs,
+                      dataset_overrides=list(options["visprobe_dataset"]), rootdir=rootdir,
+                      worker_id=worker_id)
+        if options["visprobe_baseline"] is not None:
+            session.baseline = load_scorecard(Path(options["visprobe_baseline"]))
+        if options["visprobe_thresholds"] is not None:
+            session.explicit_thresholds = load_thresholds(Path(options["visprobe_thresholds"]))
+        return session
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def seed(self) -> int:
+        return int(self.options["visprobe_seed"])
+
+    @property
+    def tolerance(self) -> float:
+        return float(self.options["visprobe_tolerance"])
+
+    @property
+    def report_dir(self) -> Path:
+        path = Path(self.options["visprobe_report"])
+        return path if path.is_absolute() else self.rootdir / path
+
+    def datasets_for(self, role: str) -> list[str]:
+        """Dataset specs for a probe role; ``--visprobe-dataset`` replaces the label role's."""
+        if role == "label" and self.dataset_overrides:
+            return list(self.dataset_overrides)
+        try:
+            return list(self.profile.datasets[role])
+        except KeyError:
+            raise ConfigError(
+                f"profile {self.profile.name!r} has no datasets for role {role!r}; roles: "
+                f"{sorted(self.profile.datasets)}."
+            ) from None
+
+    # ------------------------------------------------------------------ heavy parts, lazily
+
+    @property
+    def store(self) -> "FeatureStore":
+        if self._store is None:
+            from .features import FeatureStore, resolve_device
+
+            cache_dir = None
+            if not self.options["visprobe_no_cache"]:
+                raw = self.options["visprobe_cache_dir"]
+                cache_dir = Path(raw) if raw else default_cache_dir()
+            batch = self.options["visprobe_batch_size"] or self.profile.batch_size
+            self._store = FeatureStore(cache_dir=cache_dir, device=resolve_device(self.options["visprobe_device"]),
+                                       batch_size=batch)
+        return self._store
+
+    def encoder(self, ref: EncoderRef) -> "Encoder":
+        if ref.raw not in self._encoders:
+            from .encoders import load_encoder
+
+            self._encoders[ref.raw] = load_encoder(ref)
+        return self._encoders[ref.raw]
+
+    def dataset(self, spec: str) -> "Dataset":
+        if spec not in self._datasets:
+            from .datasets import load_dataset
+
+            name = spec.split(":", 1)[0]
+            options = dict(self.profile.dataset_options.get(name, {}))
+            self._datasets[spec] = load_dataset(spec, seed=self.seed, **options)
+        return self._datasets[spec]
+
+    # ------------------------------------------------------------------ thresholds and baseline
+
+    def thresholds_near(self, directory: Path) -> Thresholds | None:
+        """``--visprobe-thresholds`` if given, else the nearest thresholds file in or above ``directory``."""
+        if self.explicit_thresholds is not None:
+            return self.explicit_thresholds
+        directory = directory.resolve()
+        if directory not in self._thresholds:
+            found = None
+            for candidate_dir in (directory, *directory.parents):
+                candidate = candidate_dir / THRESHOLDS_FILENAME
+                if candidate.is_file():
+                    found = load_thresholds(candidate)
+                    break
+                if candidate_dir == self.rootdir.resolve():
+                    break
+            self._thresholds[directory] = found
+        return self._thresholds[directory]
+
+    def baseline_value(self, key: tuple[str, str, str, str]) -> float | None:
+        if self.baseline is None:
+            return None
+        for record in self.baseline.records:
+            if record.key == key:
+                return record.value
+        return None
+
+
+def validate_dataset_spec(spec: str) -> None:
+    """Unknown dataset names fail at start-up with a did-you-mean, before anything runs."""
+    from .datasets import list_datasets
+
+    name, sep, path = spec.partition(":")
+    if name == "imagefolder" and sep:
+        if not Path(path).is_dir():
+            raise ConfigError(f"--visprobe-dataset={spec}: folder not found ({Path(path).resolve()}).")
+        return
+    names = [entry.name for entry in list_datasets()]
+    if spec not in names:
+        guess = difflib.get_close_matches(spec, names, n=1)
+        hint = f" Did you mean {guess[0]!r}?" if guess else ""
+        raise ConfigError(
+            f"--visprobe-dataset={spec}: unknown dataset.{hint} Registered: {', '.join(sorted(names))}; "
+            f"or imagefolder:PATH for class-per-folder images."
+        )
