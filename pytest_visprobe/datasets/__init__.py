@@ -1,0 +1,259 @@
+"""The dataset registry: the one front door from a spec string to a ``Dataset``.
+
+``load_dataset("shapes")``, ``load_dataset("digits", seed=1, limit=200)`` or
+``load_dataset("imagefolder:/data/pets", image_size=160)``. Loaders are plain functions
+``loader(*, seed, **options) -> Dataset``; their keyword arguments are the options a user may
+pass, so option names are checked against the loader's own signature. Importing this package
+imports numpy only: scikit-learn, scikit-image and PIL are imported when a loader runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from .base import (
+    TARGETS,
+    ArrayImages,
+    Dataset,
+    DatasetError,
+    FileImages,
+    Split,
+    check_int,
+    fingerprint_of,
+    rng_for,
+)
+from .digits import DESCRIPTION as _DIGITS_DESCRIPTION
+from .digits import load_digits_dataset
+from .imagefolder import DESCRIPTION as _IMAGEFOLDER_DESCRIPTION
+from .imagefolder import load_imagefolder
+from .photos import DESCRIPTION as _PHOTOS_DESCRIPTION
+from .photos import load_photos
+from .shapes import DESCRIPTION as _SHAPES_DESCRIPTION
+from .shapes import load_shapes
+
+__all__ = [
+    "ArrayImages",
+    "Dataset",
+    "DatasetEntry",
+    "DatasetError",
+    "FileImages",
+    "Split",
+    "TARGETS",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]
+
+#: Prefix of the path form, ``imagefolder:PATH``.
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: what ``--visprobe-list-datasets``-style listings show."""
+
+    name: str
+    targets: frozenset[str]
+    description: str
+    options: tuple[str, ...] | None = ()  # keyword options its loader accepts; None: any
+    loader: Callable[..., Dataset] | None = field(default=None, repr=False, compare=False)
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(
+    name: str,
+    loader: Callable[..., Dataset],
+    *,
+    targets: set[str] | frozenset[str] | tuple[str, ...],
+    description: str,
+) -> DatasetEntry:
+    """Make ``name`` loadable by ``load_dataset``; ``loader(*, seed, **options)`` builds it."""
+    if not isinstance(name, str) or not name or name != name.strip().lower() or ":" in name:
+        raise DatasetError(
+            f"cannot register dataset name {name!r}: use a non-empty lower-case name without "
+            "':' (the colon is reserved for path forms such as imagefolder:PATH)."
+        )
+    targets = frozenset(targets)
+    unknown = sorted(targets - set(TARGETS))
+    if unknown:
+        raise DatasetError(
+            f"cannot register dataset {name!r}: unknown targets {unknown}; valid targets are "
+            f"{list(TARGETS)}."
+        )
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing.loader is not loader:
+        raise DatasetError(
+            f"dataset {name!r} is already registered (to {_qualname(existing.loader)}); "
+            "pick another name."
+        )
+    entry = DatasetEntry(name, targets, description, _options_of(loader, name), loader)
+    _REGISTRY[name] = entry
+    return entry
+
+
+def list_datasets() -> list[DatasetEntry]:
+    """The registered datasets by name (``imagefolder:PATH`` is a path form, not listed)."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **options: Any) -> Dataset:
+    """Load a registered dataset or ``imagefolder:PATH``.
+
+    ``limit`` caps every split at that many samples, chosen at random with the seed (rows
+    keep their order); a straight truncation would keep only the first classes of datasets
+    stored class by class. Classes (or source photos) are all kept when ``limit`` allows.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise DatasetError(f"dataset spec must be a non-empty string, got {spec!r}; {_known()}")
+    seed = check_int(spec, "seed", seed, minimum=0)
+    if seed >= 2**32:
+        raise DatasetError(f"seed={seed} is too large; use an integer in [0, 2**32).")
+    if limit is not None:
+        limit = check_int(spec, "limit", limit, minimum=1)
+
+    spec = spec.strip()
+    if spec.lower().startswith(IMAGEFOLDER_PREFIX):
+        path = spec[len(IMAGEFOLDER_PREFIX):]
+        if not path:
+            raise DatasetError(
+                f"dataset spec {spec!r} has no path; write imagefolder:PATH, e.g. "
+                "imagefolder:/data/pets."
+            )
+        _check_options(spec, _options_of(load_imagefolder, "imagefolder", skip=("path",)), options)
+        dataset = load_imagefolder(path, seed=seed, **options)
+        targets = frozenset({"label"})
+    else:
+        entry = _lookup(spec)
+        _check_options(entry.name, entry.options, options)
+        dataset = entry.loader(seed=seed, **options)
+        targets = entry.targets
+
+    if dataset.targets != targets:
+        raise DatasetError(
+            f"dataset {spec!r} provides targets {sorted(dataset.targets)} but was registered "
+            f"with {sorted(targets)}; this is a bug in its loader or registration."
+        )
+    for split_name, split in dataset.splits.items():
+        split.check(f"dataset {spec!r}, split {split_name!r}")
+    if limit is not None:
+        dataset = _limited(dataset, limit, seed)
+    return dataset
+
+
+def subset_indices(split: Split, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted random rows, at most ``limit``; one row of every class first when it fits."""
+    n = len(split)
+    if limit >= n:
+        return np.arange(n)
+    groups = split.labels if split.labels is not None else split.sources
+    if groups is None:
+        return np.sort(rng.choice(n, size=limit, replace=False))
+    order = rng.permutation(n)
+    _, first = np.unique(groups[order], return_index=True)  # a random member of each class
+    if len(first) > limit:
+        return np.sort(rng.choice(order[first], size=limit, replace=False))
+    chosen = np.zeros(n, dtype=bool)
+    chosen[order[first]] = True
+    rest = order[~chosen[order]]
+    chosen[rest[: limit - len(first)]] = True
+    return np.flatnonzero(chosen)
+
+
+def _limited(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    splits = {
+        name: split.subset(subset_indices(split, limit, rng_for(seed, "limit", name)))
+        for name, split in dataset.splits.items()
+    }
+    return replace(
+        dataset,
+        splits=splits,
+        fingerprint=fingerprint_of(dataset.fingerprint, "limit", limit, seed),
+    )
+
+
+def _lookup(spec: str) -> DatasetEntry:
+    name = spec.lower()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    close = difflib.get_close_matches(name, list(_REGISTRY) + ["imagefolder"], n=1, cutoff=0.6)
+    if close == ["imagefolder"]:
+        hint = " Did you mean imagefolder:PATH?"
+    elif close:
+        hint = f" Did you mean {close[0]!r}?"
+    elif os.path.isdir(os.path.expanduser(spec)):
+        hint = f" {spec!r} is a folder: did you mean 'imagefolder:{spec}'?"
+    else:
+        hint = ""
+    raise DatasetError(f"unknown dataset {spec!r}.{hint} {_known()}")
+
+
+def _known() -> str:
+    return (
+        f"Registered datasets: {', '.join(sorted(_REGISTRY))}; or imagefolder:PATH for "
+        f"{_IMAGEFOLDER_DESCRIPTION}."
+    )
+
+
+def _check_options(name: str, valid: tuple[str, ...] | None, options: dict[str, Any]) -> None:
+    if valid is None:  # the loader takes **options and checks them itself
+        return
+    unknown = sorted(set(options) - set(valid))
+    if not unknown:
+        return
+    hints = []
+    for option in unknown:
+        close = difflib.get_close_matches(option, valid, n=1, cutoff=0.6)
+        hints.append(f"{option!r} (did you mean {close[0]!r}?)" if close else repr(option))
+    raise DatasetError(
+        f"dataset {name!r} has no option {', '.join(hints)}; its options are "
+        f"{', '.join(valid) if valid else '(none)'}, plus seed and limit for every dataset."
+    )
+
+
+def _options_of(
+    loader: Callable[..., Dataset], name: str, skip: tuple[str, ...] = ()
+) -> tuple[str, ...] | None:
+    """Keyword options a loader accepts: its keyword parameters other than ``seed``."""
+    try:
+        params = inspect.signature(loader).parameters.values()
+    except (TypeError, ValueError):
+        raise DatasetError(
+            f"cannot register dataset {name!r}: its loader {loader!r} has no inspectable "
+            "signature; pass a function `loader(*, seed, **options) -> Dataset`."
+        ) from None
+    params = list(params)
+    if "seed" not in {p.name for p in params} and not any(p.kind == p.VAR_KEYWORD for p in params):
+        raise DatasetError(
+            f"cannot register dataset {name!r}: its loader {_qualname(loader)} takes no "
+            "`seed` keyword; loaders are `loader(*, seed, **options) -> Dataset`."
+        )
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return tuple(
+        sorted(
+            p.name
+            for p in params
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.name not in ("seed", *skip)
+        )
+    )
+
+
+def _qualname(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+register_dataset(
+    "shapes", load_shapes, targets={"label", "attributes", "boxes", "masks"},
+    description=_SHAPES_DESCRIPTION,
+)
+register_dataset("digits", load_digits_dataset, targets={"label"}, description=_DIGITS_DESCRIPTION)
+register_dataset("photos", load_photos, targets={"source"}, description=_PHOTOS_DESCRIPTION)
