@@ -6,10 +6,12 @@ normalisation, so attacks can work in pixel space. ``embed`` must stay different
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib.util
 import inspect
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -50,9 +52,15 @@ class Encoder(nn.Module):
         return {"input_size": self.input_size}
 
     def fingerprint(self) -> str:
-        """Hash of weights, architecture and config: a changed checkpoint never reuses features."""
-        cached = getattr(self, "_fingerprint", None)
-        if cached is None:
+        """Hash of weights, architecture and config: a changed checkpoint never reuses features.
+
+        The hash is cached, and recomputed when the config, the architecture or any tensor
+        changes (replaced, loaded, or modified in place: its storage or version counter moves).
+        """
+        token = (repr(self), repr(sorted(self.config().items())), getattr(self, "source_hash", ""),
+                 tuple((k, t.data_ptr(), _version_of(t)) for k, t in self.state_dict().items()))
+        cached_token, cached = getattr(self, "_fingerprint", None) or (None, None)
+        if cached is None or cached_token != token or None in (v for *_, v in token[3]):
             digest = hashlib.blake2b(digest_size=16)
             digest.update(type(self).__qualname__.encode())
             digest.update(repr(self).encode())
@@ -63,8 +71,16 @@ class Encoder(nn.Module):
                 digest.update(f"{key}|{data.dtype}|{tuple(tensor.shape)}".encode())
                 digest.update(data.view(torch.uint8).numpy().tobytes())
             cached = digest.hexdigest()
-            self._fingerprint = cached
+            self._fingerprint = (token, cached)
         return cached
+
+
+def _version_of(tensor: torch.Tensor) -> int | None:
+    """The in-place version counter; ``None`` (never cache) for inference tensors, which lack one."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 class ModuleEncoder(Encoder):
@@ -93,7 +109,9 @@ class ModuleEncoder(Encoder):
         self.interpolation = interpolation if interpolation in ("bilinear", "bicubic", "nearest") else "bilinear"
         self.register_buffer("mean", _channel_buffer(mean, 0.0), persistent=False)
         self.register_buffer("std", _channel_buffer(std, 1.0), persistent=False)
-        self._embed_fn = embed_fn or module
+        # not `embed_fn or module`: assigning the module again would register it twice, doubling
+        # the state dict (and the weights hashed by fingerprint())
+        self._embed_fn = embed_fn
         if map_fn is None and callable(getattr(module, "forward_features", None)):
             map_fn = module.forward_features
         self._map_fn = map_fn
@@ -116,7 +134,8 @@ class ModuleEncoder(Encoder):
         return (images - self.mean) / self.std
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        out = _first_tensor(self._embed_fn(self.preprocess(images)), self.name)
+        embed_fn = self.module if self._embed_fn is None else self._embed_fn
+        out = _first_tensor(embed_fn(self.preprocess(images)), self.name)
         if out.ndim == 4:
             out = out.mean(dim=(2, 3))
         elif out.ndim == 3:
@@ -252,19 +271,28 @@ def _load_timm(ref: EncoderRef) -> Encoder:
     kwargs: dict[str, Any] = {"pretrained": True, "num_classes": 0}
     if ref.weights:
         kwargs["pretrained_cfg_overlay"] = {"file": str(Path(ref.weights).resolve())}
+    fix = (
+        f"Check that {ref.weights} is a state dict saved from {ref.target}."
+        if ref.weights else
+        f"Without internet access, pass a local weights file: --encoder=timm:{ref.target}@/path/"
+        f"to/model.safetensors (or set HF_HUB_OFFLINE=1 with the weights in your HF cache)."
+    )
+    report = _TimmLoadReport()
     try:
-        model = timm.create_model(ref.target, **kwargs)
+        with report.listening():
+            model = timm.create_model(ref.target, **kwargs)
     except Exception as exc:
-        fix = (
-            f"Check that {ref.weights} is a state dict saved from {ref.target}."
-            if ref.weights else
-            f"Without internet access, pass a local weights file: --encoder=timm:{ref.target}@/path/"
-            f"to/model.safetensors (or set HF_HUB_OFFLINE=1 with the weights in your HF cache)."
-        )
         raise EncoderLoadError(
             f"--encoder={ref.raw}: timm could not load pretrained weights ({type(exc).__name__}: "
             f"{_short(exc)}). {fix}"
         ) from exc
+    if report.problems:
+        # timm loads non-strictly once the classifier is dropped (num_classes=0), so a file of the
+        # wrong architecture, or no weights at all, would otherwise give a silently random model
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: timm did not load {ref.target}'s weights: "
+            f"{_short(' '.join(report.problems))} {fix}"
+        )
     cfg = timm.data.resolve_model_data_config(model)
     return ModuleEncoder(
         model,
@@ -274,6 +302,35 @@ def _load_timm(ref: EncoderRef) -> Encoder:
         std=cfg["std"],
         interpolation=cfg.get("interpolation", "bicubic"),
     )
+
+
+class _TimmLoadReport(logging.Handler):
+    """Collects what timm's pretrained loader logs about keys it could not load."""
+
+    PROBLEMS = ("Missing keys", "Unexpected keys", "No pretrained weights exist",
+                "Invalid pretrained config", "Valid function to load pretrained weights is not available")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith(self.PROBLEMS):
+            self.problems.append(text.split(" discovered while")[0].split(" found while")[0] + ".")
+
+    @contextlib.contextmanager
+    def listening(self):
+        logger = logging.getLogger("timm.models._builder")
+        level = logger.level
+        logger.addHandler(self)
+        if not logger.isEnabledFor(logging.INFO):
+            logger.setLevel(logging.INFO)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(level)
 
 
 def _load_open_clip(ref: EncoderRef) -> Encoder:

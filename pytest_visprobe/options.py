@@ -23,6 +23,7 @@ NO_CACHE_OPTION = "--visprobe-no-cache"
 DEVICE_OPTION = "--visprobe-device"
 BATCH_SIZE_OPTION = "--visprobe-batch-size"
 SEED_OPTION = "--visprobe-seed"
+LIMIT_OPTION = "--visprobe-limit"
 THRESHOLDS_OPTION = "--visprobe-thresholds"
 BASELINE_OPTION = "--visprobe-baseline"
 TOLERANCE_OPTION = "--visprobe-tolerance"
@@ -130,6 +131,9 @@ OPTIONS: tuple[Option, ...] = (
            parse=positive_int, metavar="N"),
     Option(SEED_OPTION, "seed for data, splits and probes (default: 0).", parse=non_negative_int,
            default=0, metavar="N"),
+    Option(LIMIT_OPTION, "cap every dataset split at N samples (a seeded subset keeping every "
+           "class) for smoke runs; recorded in the scorecard (default: no cap).", parse=positive_int,
+           metavar="N"),
     Option(THRESHOLDS_OPTION, f"thresholds TOML file (default: the nearest {THRESHOLDS_FILENAME} "
            f"beside or above each test file).", parse=existing_file, metavar="FILE"),
     Option(BASELINE_OPTION, "accepted scorecard.json to compare with; a metric worse than it by "

@@ -196,6 +196,7 @@ class _Reporter:
             created=datetime.now(timezone.utc),
             profile=self.session.profile.name,
             seed=self.session.seed,
+            limit=options["visprobe_limit"],
             device=", ".join(sorted(got.devices)) or None,
             git_commit=commit,
             git_dirty=dirty,

@@ -71,6 +71,7 @@ class Provenance(BaseModel):
     created: datetime
     profile: str
     seed: int
+    limit: int | None = None  # --visprobe-limit: samples per split were capped
     device: str | None = None
     git_commit: str | None = None
     git_dirty: bool | None = None
@@ -118,6 +119,11 @@ def load_scorecard(path: Path) -> Scorecard:
         return Scorecard.model_validate_json(text)
     except OSError as exc:
         raise ConfigError(f"baseline {path} could not be read: {exc}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"baseline {path} is not a text file, so not a pytest-visprobe scorecard. Point "
+            f"--visprobe-baseline at a scorecard.json that a run wrote (in its --visprobe-report directory)."
+        ) from None
     except ValidationError as exc:
         first = exc.errors(include_url=False)[:3]
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in first)
@@ -174,7 +180,7 @@ def to_markdown(card: Scorecard) -> str:
     lines = [
         "# pytest-visprobe scorecard",
         "",
-        f"profile `{p.profile}` · seed {p.seed} · device `{p.device}` · "
+        f"profile `{p.profile}` · seed {p.seed}" + (f" · limit {p.limit}/split" if p.limit else "") + f" · device `{p.device}` · "
         f"{p.created.isoformat(timespec='seconds')}" + (f" · commit `{p.git_commit[:10]}`" if p.git_commit else ""),
         "",
         f"tests: {card.outcome.passed} passed, {card.outcome.failed} failed, "

@@ -129,7 +129,7 @@ class VisprobeSession:
 
             name = spec.split(":", 1)[0]
             options = dict(self.profile.dataset_options.get(name, {}))
-            self._datasets[spec] = load_dataset(spec, seed=self.seed, **options)
+            self._datasets[spec] = load_dataset(spec, seed=self.seed, limit=self.options["visprobe_limit"], **options)
         return self._datasets[spec]
 
     # ------------------------------------------------------------------ thresholds and baseline

@@ -37,7 +37,7 @@ class ThresholdRule(BaseModel):
         try:
             spec = metric_spec(self.probe, self.metric)
         except KeyError as exc:
-            raise ValueError(exc.args[0]) from None
+            raise ValueError(exc.args[0].rstrip(".")) from None
         low, high = spec.lower, spec.upper
         if (low is not None and self.value < low) or (high is not None and self.value > high):
             raise ValueError(f"value {self.value} is outside {self.probe}.{self.metric}'s range [{low}, {high}]")
