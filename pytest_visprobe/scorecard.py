@@ -103,6 +103,7 @@ class Scorecard(BaseModel):
     datasets: list[DatasetInfo] = Field(default_factory=list)
     records: list[Record] = Field(default_factory=list)
     outcome: Outcome = Field(default_factory=Outcome)
+    plots: list[str] = Field(default_factory=list)  # PNG files beside this document
 
     def sorted(self) -> "Scorecard":
         return self.model_copy(update={
@@ -143,7 +144,12 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_scorecard(card: Scorecard, directory: Path) -> tuple[Path, Path]:
+    """Plots first (the documents link them), then scorecard.json and scorecard.md."""
+    from .plots import write_plots
+
     card = card.sorted()
+    plots = write_plots(card, directory)
+    card = card.model_copy(update={"plots": [p.name for p in plots]})
     json_path, md_path = directory / "scorecard.json", directory / "scorecard.md"
     write_atomic(json_path, json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
     write_atomic(md_path, to_markdown(card))
@@ -201,6 +207,9 @@ def to_markdown(card: Scorecard) -> str:
         for r in failing:
             notes.append(f"- `{r.encoder}` {r.probe}.{r.metric} on {r.dataset}: {r.value:.4f} "
                          f"(threshold {r.threshold}, baseline {r.baseline}) — `{r.nodeid}`")
+    if card.plots:
+        notes += ["", "## Plots", ""]
+        notes += [f"![{Path(name).stem}]({name})" for name in card.plots]
     if card.encoders:
         notes += ["", "## Encoders", ""]
         notes += [f"- `{e.name}` ← `{e.ref}` · fingerprint `{e.fingerprint[:12]}` · input "

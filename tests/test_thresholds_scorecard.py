@@ -322,3 +322,11 @@ def test_markdown_metrics_as_rows_encoders_as_columns() -> None:
 def test_markdown_without_records() -> None:
     card = make_card().model_copy(update={"records": []})
     assert "_No metrics were recorded._" in to_markdown(card)
+
+
+def test_shipped_thresholds_file_is_valid_and_every_rule_names_a_registered_metric():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "suites" / "visprobe_thresholds.toml"
+    thresholds = load_thresholds(path)  # validates every rule against the metric registry
+    assert thresholds.rules, "the shipped suites should carry at least one floor"
