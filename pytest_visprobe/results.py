@@ -59,6 +59,9 @@ class Metric:
     value: float
     spread: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: per-test-sample scores whose mean is ``value`` (e.g. 0/1 correctness), in test-split order,
+    #: where the metric is such a mean; used for bootstrap intervals and paired baseline checks.
+    per_sample: Any = None
 
     @property
     def spec(self) -> MetricSpec:
