@@ -10,9 +10,11 @@ imports numpy only: scikit-learn, scikit-image and PIL are imported when a loade
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +24,7 @@ from .base import (
     ArrayImages,
     Dataset,
     DatasetError,
+    DatasetNotFoundError,
     FileImages,
     Split,
     check_int,
@@ -36,18 +39,21 @@ from .photos import DESCRIPTION as _PHOTOS_DESCRIPTION
 from .photos import load_photos
 from .shapes import DESCRIPTION as _SHAPES_DESCRIPTION
 from .shapes import load_shapes
+from .storage import default_data_root
 
 __all__ = [
     "ArrayImages",
     "Dataset",
     "DatasetEntry",
     "DatasetError",
+    "DatasetNotFoundError",
     "FileImages",
     "Split",
     "TARGETS",
     "list_datasets",
     "load_dataset",
     "register_dataset",
+    "default_data_root",
 ]
 
 #: Prefix of the path form, ``imagefolder:PATH``.
@@ -63,6 +69,13 @@ class DatasetEntry:
     description: str
     options: tuple[str, ...] | None = ()  # keyword options its loader accepts; None: any
     loader: Callable[..., Dataset] | None = field(default=None, repr=False, compare=False)
+    splits: tuple[str, ...] = ("train", "test")
+    #: ``present(data_root) -> bool`` for datasets read from the data root; None: embedded
+    present: Callable[[Path], bool] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def needs_data_root(self) -> bool:
+        return self.present is not None
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -74,8 +87,14 @@ def register_dataset(
     *,
     targets: set[str] | frozenset[str] | tuple[str, ...],
     description: str,
+    splits: tuple[str, ...] = ("train", "test"),
+    present: Callable[[Path], bool] | None = None,
 ) -> DatasetEntry:
-    """Make ``name`` loadable by ``load_dataset``; ``loader(*, seed, **options)`` builds it."""
+    """Make ``name`` loadable by ``load_dataset``; ``loader(*, seed, **options)`` builds it.
+
+    Datasets read from the data root take ``root`` and ``download`` options and pass
+    ``present``, which says whether the files are there (for ``--visprobe-list``).
+    """
     if not isinstance(name, str) or not name or name != name.strip().lower() or ":" in name:
         raise DatasetError(
             f"cannot register dataset name {name!r}: use a non-empty lower-case name without "
@@ -94,7 +113,8 @@ def register_dataset(
             f"dataset {name!r} is already registered (to {_qualname(existing.loader)}); "
             "pick another name."
         )
-    entry = DatasetEntry(name, targets, description, _options_of(loader, name), loader)
+    entry = DatasetEntry(name, targets, description, _options_of(loader, name), loader,
+                         tuple(splits), present)
     _REGISTRY[name] = entry
     return entry
 
@@ -257,3 +277,28 @@ register_dataset(
 )
 register_dataset("digits", load_digits_dataset, targets={"label"}, description=_DIGITS_DESCRIPTION)
 register_dataset("photos", load_photos, targets={"source"}, description=_PHOTOS_DESCRIPTION)
+
+
+def _register_torchvision_sets() -> None:
+    from . import torchvision_sets as tv
+
+    for spec in tv.SETS:
+        register_dataset(spec.name, functools.partial(tv.load_torchvision_set, spec),
+                         targets={"label"}, description=spec.description,
+                         present=functools.partial(tv.present, spec))
+
+
+def _register_data_root_sets() -> None:
+    from . import cub, imagenet, vaw
+
+    register_dataset("cub", cub.load_cub, targets={"label", "attributes"},
+                     description=cub.DESCRIPTION, present=cub.present)
+    register_dataset("vaw", vaw.load_vaw, targets={"label", "attributes"},
+                     description=vaw.DESCRIPTION, splits=("train", "val", "test"),
+                     present=vaw.present)
+    register_dataset("imagenet_val", imagenet.load_imagenet_val, targets={"label"},
+                     description=imagenet.DESCRIPTION, present=imagenet.present)
+
+
+_register_torchvision_sets()
+_register_data_root_sets()

@@ -23,6 +23,14 @@ class DatasetError(Exception):
     """A dataset could not be found or read; the message names the cause and the fix."""
 
 
+class DatasetNotFoundError(DatasetError):
+    """A real dataset is not on disk (and downloading was not asked for).
+
+    Tests that need it are skipped, not failed: the message says which option or command
+    fetches it. A dataset that is present but truncated or corrupt is a plain ``DatasetError``.
+    """
+
+
 class ImageSource(Protocol):
     """Anything that returns images by index: an in-memory array or files on disk."""
 
@@ -105,6 +113,33 @@ def decode_image(path: str, image_size: int) -> np.ndarray:
     top = int(round((new_h - image_size) / 2.0))
     rgb = rgb.crop((left, top, left + image_size, top + image_size))
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def decode_region(path: str, box: Sequence[float], image_size: int) -> np.ndarray:
+    """Crop the xyxy ``box`` (clipped to the image, at least one pixel) from one file and
+    resize it to ``[S, S, 3]`` uint8, stretching so the whole region stays in view."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            rgb = img.convert("RGB")
+    except FileNotFoundError:
+        raise DatasetError(
+            f"image file {path!r} has disappeared since the dataset was listed; "
+            "re-run so the annotations are read again."
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(
+            f"cannot decode image file {path!r} ({type(exc).__name__}: {exc}); "
+            "the file is corrupt or not an image: replace or delete it."
+        ) from None
+    width, height = rgb.size
+    x1 = min(max(int(np.floor(box[0])), 0), width - 1)
+    y1 = min(max(int(np.floor(box[1])), 0), height - 1)
+    x2 = min(max(int(np.ceil(box[2])), x1 + 1), width)
+    y2 = min(max(int(np.ceil(box[3])), y1 + 1), height)
+    region = rgb.crop((x1, y1, x2, y2)).resize((image_size, image_size), Image.Resampling.BICUBIC)
+    return np.asarray(region, dtype=np.uint8)
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,18 @@ def load_imagefolder(
     seed: int = 0,
     image_size: int = 224,
     test_fraction: float = 0.2,
+    subset: int | None = None,
 ) -> Dataset:
-    """List the folder and build lazily-decoded train/test splits."""
+    """List the folder and build lazily-decoded train/test splits.
+
+    ``subset=N`` keeps a seeded random N images of each split (every class first when N
+    allows), a fixed-size evaluation set such as the robustness protocol's 1,000 images.
+    """
     spec = f"imagefolder:{path}"
     image_size = check_int(spec, "image_size", image_size, minimum=8)
     test_fraction = check_fraction(spec, "test_fraction", test_fraction)
+    if subset is not None:
+        subset = check_int(spec, "subset", subset, minimum=1)
     # absolute: files are decoded later, perhaps after the working directory changed
     root = Path(os.path.abspath(Path(path).expanduser()))
     if not root.exists():
@@ -106,17 +113,23 @@ def load_imagefolder(
         paths = tuple(str(f) for f, _ in items)
         for f in paths:
             listing.append((split_name, Path(f).relative_to(root).as_posix(), os.path.getsize(f)))
-        splits[split_name] = Split(
+        split = Split(
             images=FileImages(paths, image_size),
             labels=np.array([label for _, label in items], dtype=np.int64),
         )
+        if subset is not None:
+            from . import subset_indices  # the registry's seeded, class-keeping subset
+
+            split = split.subset(subset_indices(split, subset, rng_for(seed, "imagefolder-subset", split_name)))
+        splits[split_name] = split
     return Dataset(
         name=spec,
         splits=splits,
         class_names=list(class_names),
         targets=frozenset({"label"}),
         fingerprint=fingerprint_of(
-            "imagefolder", layout, seed, image_size, test_fraction, class_names, listing
+            "imagefolder", layout, seed, image_size, test_fraction, class_names, listing,
+            *(("subset", subset) if subset is not None else ()),
         ),
         description=f"class-per-folder images from {str(root)!r} ({layout} layout)",
     )
