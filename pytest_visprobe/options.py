@@ -27,6 +27,9 @@ LIMIT_OPTION = "--visprobe-limit"
 THRESHOLDS_OPTION = "--visprobe-thresholds"
 BASELINE_OPTION = "--visprobe-baseline"
 TOLERANCE_OPTION = "--visprobe-tolerance"
+DATA_ROOT_OPTION = "--visprobe-data-root"
+DOWNLOAD_OPTION = "--visprobe-download"
+LIST_OPTION = "--visprobe-list"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -140,6 +143,11 @@ OPTIONS: tuple[Option, ...] = (
            "more than the tolerance fails (default: none).", parse=existing_file, metavar="FILE"),
     Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
            f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),
+    Option(DATA_ROOT_OPTION, "folder holding the real datasets (CIFAR-10, CUB_200_2011, ...) in "
+           "their usual layouts (default: $VISPROBE_DATA_ROOT or ~/.cache/pytest-visprobe/data).",
+           metavar="DIR"),
+    Option(DOWNLOAD_OPTION, "download missing real datasets into the data root; without it their "
+           "tests are skipped, saying how to get them (default: off).", default=False, flag_only=True),
 )
 
 
@@ -178,3 +186,11 @@ def read_options(config: pytest.Config) -> dict[str, Any]:
             value = [] if option.repeatable else option.default
         values[option.dest] = value
     return values
+
+
+def add_commands(parser: pytest.Parser) -> None:
+    """Options that run a command and exit, like ``--fixtures``: not settings, so no ini key."""
+    group = parser.getgroup("visprobe")
+    group.addoption(LIST_OPTION, action="store_true", default=False, dest="visprobe_list",
+                    help="list registered datasets (and whether each is under the data root), "
+                         "probes and metrics, transformations and profiles, then exit.")

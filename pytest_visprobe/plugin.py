@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from .errors import ConfigError, VisprobeError
-from .options import THRESHOLDS_FILENAME, add_options, read_options
+from .options import THRESHOLDS_FILENAME, add_commands, add_options, read_options
 from .recorder import ITEM_KEY, Recorder
 from .scorecard import DatasetInfo, EncoderInfo, Provenance, Record, Scorecard, table_rows, write_scorecard
 from .session import VisprobeSession
@@ -32,6 +32,23 @@ PACKAGES = ("pytest-visprobe", "torch", "torchvision", "timm", "open_clip_torch"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    add_commands(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--visprobe-list`` prints what is registered and exits, as ``--fixtures`` does."""
+    if not config.getoption("visprobe_list", False):
+        return None
+    from .listing import write_listing
+
+    try:
+        options = read_options(config)
+    except pytest.UsageError as exc:
+        sys.stderr.write(f"ERROR: {exc}\n")
+        return pytest.ExitCode.USAGE_ERROR
+    write_listing(sys.stdout, options)
+    return pytest.ExitCode.OK
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -104,8 +121,16 @@ def visprobe_encoder(request: pytest.FixtureRequest, visprobe_session: VisprobeS
 
 @pytest.fixture(scope="session")
 def visprobe_dataset(request: pytest.FixtureRequest, visprobe_session: VisprobeSession):
-    """The dataset under test (parametrized over the profile's datasets for the test's role)."""
-    return visprobe_session.dataset(request.param)
+    """The dataset under test (parametrized over the profile's datasets for the test's role).
+
+    A real dataset that is not on disk skips its tests, the reason naming the fix.
+    """
+    from .datasets import DatasetNotFoundError
+
+    try:
+        return visprobe_session.dataset(request.param)
+    except DatasetNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

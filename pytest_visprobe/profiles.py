@@ -1,7 +1,10 @@
 """Profiles are data: which datasets each probe role uses, their sizes, and probe settings.
 
-``quick`` is the offline default (embedded datasets, CPU in minutes). ``standard`` and
-``paper`` are reserved names: they arrive with the real-dataset loaders.
+``quick`` is the offline default (embedded datasets, CPU in minutes). ``standard`` runs the
+real datasets at their usual sizes (GPU); ``paper`` follows PROTOCOLS.md. Real datasets come
+from the data root (``--visprobe-data-root``); one that is absent skips its tests unless
+``--visprobe-download`` fetches it. Roles: label, attributes, fewshot, clustering,
+similarity, transformations, robustness, localization.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         description="embedded datasets at small sizes; offline, CPU in minutes",
-        datasets={"label": ("shapes", "digits"), "attributes": ("shapes",)},
+        datasets={"label": ("shapes", "digits"), "attributes": ("shapes",),
+                  "fewshot": ("digits", "shapes"), "clustering": ("digits", "shapes"),
+                  "similarity": ("digits", "shapes"), "transformations": ("photos", "shapes"),
+                  "robustness": ("digits",), "localization": ("shapes",)},
         dataset_options={
             "shapes": {"n_train": 600, "n_test": 300, "image_size": 64},
             "digits": {"image_size": 32},
@@ -46,11 +52,54 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
+#: The generalization study's six datasets (PROTOCOLS.md A), official splits.
+_STUDY_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "cub")
+
+PROFILES["standard"] = Profile(
+    name="standard",
+    description="real datasets at their usual sizes from the data root; GPU; absent ones skip",
+    datasets={
+        "label": (*_STUDY_DATASETS, "stl10"),
+        "attributes": ("cub", "vaw"),
+        "fewshot": (*_STUDY_DATASETS, "stl10"),
+        "clustering": (*_STUDY_DATASETS, "stl10"),
+        "similarity": ("cifar10", "cifar100", "stl10", "cub"),
+        "transformations": ("stl10", "cub"),
+        "robustness": ("cifar10",),  # the robustness probe attacks 1,000 seeded test images
+        "localization": ("coco",),
+    },
+    dataset_options={
+        "cub": {"image_size": 224},
+        "vaw": {"image_size": 224},
+        "imagenet_val": {"image_size": 224},
+    },
+    batch_size=256,
+)
+
+PROFILES["paper"] = Profile(
+    name="paper",
+    description="the studies' protocols as published (PROTOCOLS.md): their datasets, sizes, "
+                "256-pixel bicubic resize and centre crop for image files",
+    datasets={
+        "label": _STUDY_DATASETS,
+        "attributes": ("vaw",),
+        "fewshot": _STUDY_DATASETS,
+        "clustering": _STUDY_DATASETS,
+        "similarity": _STUDY_DATASETS,
+        "transformations": ("imagenet_val",),
+        "robustness": ("imagenet_val",),  # 1,000 seeded images (the robustness config)
+        "localization": ("coco",),
+    },
+    dataset_options={
+        "cub": {"image_size": 256},
+        "imagenet_val": {"image_size": 256},
+        "vaw": {"image_size": 224},
+    },
+    batch_size=128,
+)
+
 #: Names taken by later work; selecting one says so instead of "unknown profile".
-RESERVED_PROFILES = {
-    "standard": "real datasets at their usual sizes (GPU); arrives with the real-dataset loaders",
-    "paper": "the studies' protocols as published; arrives with the real-dataset loaders",
-}
+RESERVED_PROFILES: dict[str, str] = {}
 
 
 def get_profile(name: str) -> Profile:

@@ -124,13 +124,30 @@ class VisprobeSession:
         return self._encoders[ref.raw]
 
     def dataset(self, spec: str) -> "Dataset":
+        """Load (once per process) a dataset; real ones come from the data root.
+
+        A real dataset that is not on disk raises ``DatasetNotFoundError``, which the
+        ``visprobe_dataset`` fixture turns into a skip.
+        """
         if spec not in self._datasets:
-            from .datasets import load_dataset
+            from .datasets import list_datasets, load_dataset
 
             name = spec.split(":", 1)[0]
             options = dict(self.profile.dataset_options.get(name, {}))
+            entry = next((e for e in list_datasets() if e.name == name), None)
+            if entry is not None and entry.needs_data_root:
+                options.setdefault("root", str(self.data_root))
+                options.setdefault("download", bool(self.options.get("visprobe_download")))
             self._datasets[spec] = load_dataset(spec, seed=self.seed, limit=self.options["visprobe_limit"], **options)
         return self._datasets[spec]
+
+    @property
+    def data_root(self) -> Path:
+        """``--visprobe-data-root``, else ``$VISPROBE_DATA_ROOT``, else ~/.cache/pytest-visprobe/data."""
+        from .datasets.storage import default_data_root, resolve_root
+
+        raw = self.options.get("visprobe_data_root")
+        return resolve_root(raw) if raw else default_data_root()
 
     # ------------------------------------------------------------------ thresholds and baseline
 

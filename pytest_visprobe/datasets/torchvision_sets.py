@@ -57,25 +57,36 @@ class TorchvisionSet:
     cls: str  # class in torchvision.datasets
     subdir: str  # torchvision's ``root`` relative to the data root ("" = the data root)
     split_arg: bool  # takes split="train"/"test" (else train=True/False)
-    download_size: str
+    files: tuple[str, ...]  # what torchvision needs for both splits, relative to the data root
     description: str
 
 
+_CIFAR10 = tuple(f"cifar-10-batches-py/{n}" for n in (
+    "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+    "batches.meta"))
+_CIFAR100 = tuple(f"cifar-100-python/{n}" for n in ("train", "test", "meta"))
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte")
+_STL10 = tuple(f"stl10_binary/{n}" for n in (
+    "train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin"))
+
 SETS = (
-    TorchvisionSet("cifar10", "CIFAR-10", "CIFAR10", "", False, "163 MB",
+    TorchvisionSet("cifar10", "CIFAR-10", "CIFAR10", "", False, _CIFAR10,
                    "CIFAR-10 (torchvision): 50,000/10,000 32x32 colour images, 10 classes"),
-    TorchvisionSet("cifar100", "CIFAR-100", "CIFAR100", "", False, "161 MB",
+    TorchvisionSet("cifar100", "CIFAR-100", "CIFAR100", "", False, _CIFAR100,
                    "CIFAR-100 (torchvision): 50,000/10,000 32x32 colour images, 100 fine classes"),
-    TorchvisionSet("mnist", "MNIST", "MNIST", "", False, "11 MB",
+    TorchvisionSet("mnist", "MNIST", "MNIST", "", False, tuple(f"MNIST/raw/{n}" for n in _IDX),
                    "MNIST (torchvision): 60,000/10,000 28x28 handwritten digits, greyscale as RGB"),
-    TorchvisionSet("fashion_mnist", "Fashion-MNIST", "FashionMNIST", "", False, "30 MB",
+    TorchvisionSet("fashion_mnist", "Fashion-MNIST", "FashionMNIST", "", False,
+                   tuple(f"FashionMNIST/raw/{n}" for n in _IDX),
                    "Fashion-MNIST (torchvision): 60,000/10,000 28x28 clothing images, greyscale "
                    "as RGB, 10 classes"),
-    TorchvisionSet("svhn", "SVHN", "SVHN", "svhn", True, "246 MB (train + test)",
+    TorchvisionSet("svhn", "SVHN", "SVHN", "svhn", True, ("svhn/train_32x32.mat", "svhn/test_32x32.mat"),
                    "SVHN cropped digits (torchvision): 73,257/26,032 32x32 colour images, 10 "
                    "classes (label 10 is digit 0, as in torchvision)"),
-    TorchvisionSet("stl10", "STL-10", "STL10", "", True, "2.6 GB",
-                   "STL-10 (torchvision): 5,000/8,000 96x96 colour images, 10 classes"),
+    TorchvisionSet("stl10", "STL-10", "STL10", "", True, _STL10,
+                   "STL-10 (torchvision): 5,000/8,000 96x96 colour images, 10 classes (the "
+                   "unlabeled images must be present, as torchvision checks them, but are unused)"),
 )
 
 
@@ -86,23 +97,27 @@ def _torchvision_class(spec: TorchvisionSet) -> Any:
 
 
 def checked_files(spec: TorchvisionSet, data_root: Path) -> dict[Path, str | None]:
-    """Every file torchvision needs to load both splits, with its md5 where torchvision checks one."""
+    """Every file torchvision needs for both splits, with the md5 torchvision checks (if any)."""
+    return {data_root / name: md5 for name, md5 in torchvision_md5s(spec).items()}
+
+
+def torchvision_md5s(spec: TorchvisionSet) -> dict[str, str | None]:
+    """``spec.files`` with their md5 from torchvision's class attributes (None: not checked)."""
     cls = _torchvision_class(spec)
-    base = data_root / spec.subdir
     if spec.cls in ("MNIST", "FashionMNIST"):
-        raw = base / spec.cls / "raw"
-        return {raw / os.path.splitext(name)[0]: None for name, _ in cls.resources}
-    if spec.cls == "SVHN":
-        return {base / entry[1]: entry[2] for key, entry in cls.split_list.items() if key != "extra"}
-    folder = base / cls.base_folder
-    files = {folder / name: md5 for name, md5 in cls.train_list + cls.test_list}
-    if spec.cls in ("CIFAR10", "CIFAR100"):
-        files[folder / cls.meta["filename"]] = cls.meta["md5"]
-    return files
+        known: dict[str, str | None] = {}
+    elif spec.cls == "SVHN":
+        known = {entry[1]: entry[2] for entry in cls.split_list.values()}
+    else:
+        known = {name: md5 for name, md5 in cls.train_list + cls.test_list}
+        if spec.cls in ("CIFAR10", "CIFAR100"):
+            known[cls.meta["filename"]] = cls.meta["md5"]
+    return {name: known.get(name.rsplit("/", 1)[-1]) for name in spec.files}
 
 
 def present(spec: TorchvisionSet, data_root: Path) -> bool:
-    return all(path.is_file() for path in checked_files(spec, data_root))
+    """All files there (no torch import: ``--visprobe-list`` calls this)."""
+    return all((data_root / name).is_file() for name in spec.files)
 
 
 def load_torchvision_set(
