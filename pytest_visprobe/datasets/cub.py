@@ -38,7 +38,7 @@ _TABLES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "clas
 
 
 def present(data_root: Path) -> bool:
-    return all((data_root / FOLDER / name).is_file() for name in _TABLES)
+    return all((Path(data_root) / FOLDER / name).is_file() for name in _TABLES)
 
 
 def load_cub(

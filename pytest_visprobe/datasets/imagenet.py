@@ -23,7 +23,7 @@ FOLDER = "imagenet"
 
 
 def present(data_root: Path) -> bool:
-    return (data_root / FOLDER / "val").is_dir()
+    return (Path(data_root) / FOLDER / "val").is_dir()
 
 
 def load_imagenet_val(

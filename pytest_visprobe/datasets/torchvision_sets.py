@@ -117,7 +117,7 @@ def torchvision_md5s(spec: TorchvisionSet) -> dict[str, str | None]:
 
 def present(spec: TorchvisionSet, data_root: Path) -> bool:
     """All files there (no torch import: ``--visprobe-list`` calls this)."""
-    return all((data_root / name).is_file() for name in spec.files)
+    return all((Path(data_root) / name).is_file() for name in spec.files)
 
 
 def load_torchvision_set(
@@ -194,9 +194,9 @@ def _arrays(spec: TorchvisionSet, dataset: Any) -> tuple[np.ndarray, np.ndarray,
 
 
 def _refetch(spec: TorchvisionSet, data_root: Path | None) -> str:
-    where = f" from {data_root / spec.subdir if spec.subdir else data_root}" if data_root else ""
-    return (f"Delete the {spec.title} files{where} and re-run with {DOWNLOAD_FLAG} to fetch a "
-            "fresh copy.")
+    top = spec.files[0].split("/")[0]
+    where = str(data_root / top) if data_root else f"the {top} folder"
+    return f"Delete {where} and re-run with {DOWNLOAD_FLAG} to fetch a fresh copy."
 
 
 def _diagnose(

@@ -72,7 +72,7 @@ def annotation_dir(data_root: Path) -> Path:
 
 
 def present(data_root: Path) -> bool:
-    folder = annotation_dir(data_root)
+    folder = annotation_dir(Path(data_root))
     return all((folder / name).is_file() for name in ("train_part1.json", "test.json"))
 
 
