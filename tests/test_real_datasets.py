@@ -389,3 +389,24 @@ def test_gz_decompression_leaves_no_partial_file_on_a_bad_archive(tmp_path):
     with pytest.raises(DatasetError, match="cannot decompress"):
         load_dataset("mnist", root=tmp_path)
     assert sorted(p.name for p in raw.iterdir() if not p.name.endswith(".gz")) == []
+
+
+def test_a_failed_download_says_what_is_missing_and_what_to_check(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision.datasets as tvd
+    import torchvision.datasets.utils as tv_utils
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tvd.CIFAR10, "download", lambda self: offline())
+    with pytest.raises(DatasetError) as info:
+        load_dataset("cifar10", root=tmp_path, download=True)
+    message = str(info.value)
+    assert "did not complete" in message and "name resolution" in message and "network" in message
+    assert not isinstance(info.value, DatasetNotFoundError)  # asked to download: a failure, not a skip
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetError, match="CUB_200_2011.tgz into .* failed .*name resolution"):
+        load_dataset("cub", root=tmp_path, download=True)
