@@ -65,6 +65,10 @@ class Recorder:
             key = (encoder.name, metric.probe, dataset.name, metric.metric)
             threshold = thresholds.lookup(metric.probe, metric.metric, dataset.name, encoder.name) if thresholds else None
             baseline = self._session.baseline_value(key)
+            other_data = self._session.baseline_data_mismatch(dataset) if baseline is not None else None
+            if other_data:  # a number measured on other data is no baseline: say so, compare nothing
+                failures.append(other_data)
+                baseline = None
             verdict = evaluate(metric, encoder=encoder.name, dataset=dataset.name, threshold=threshold,
                                baseline=baseline, baseline_source=str(self._session.options["visprobe_baseline"]),
                                tolerance=self._session.tolerance)
@@ -74,7 +78,7 @@ class Recorder:
                 value=float(metric.value), spread=metric.spread, higher_is_better=spec.higher_is_better,
                 threshold=threshold.value if threshold else None,
                 threshold_source=threshold.source if threshold else None,
-                baseline=baseline, passed=verdict.passed, nodeid=self._item.nodeid, details=metric.details,
+                baseline=baseline, passed=verdict.passed and not other_data, nodeid=self._item.nodeid, details=metric.details,
             )
             self._payload["records"].append(record.model_dump(mode="json"))
         if failures:

@@ -177,6 +177,26 @@ class VisprobeSession:
         return None
 
 
+    def baseline_data_mismatch(self, dataset: "Dataset") -> str | None:
+        """Why the baseline's numbers for ``dataset`` were measured on other data, or None.
+
+        Fingerprints cover the files, loader options, seed and ``--visprobe-limit``.
+        """
+        if self.baseline is None:
+            return None
+        recorded = next((d for d in self.baseline.datasets if d.name == dataset.name), None)
+        if recorded is None or recorded.fingerprint == dataset.fingerprint:
+            return None
+        return (
+            f"baseline {self.options['visprobe_baseline']} was measured on other data for dataset "
+            f"{dataset.name!r} (fingerprint {recorded.fingerprint[:12]}, splits {recorded.splits}; "
+            f"this run: {dataset.fingerprint[:12]}, splits "
+            f"{ {name: len(split) for name, split in dataset.splits.items()} }): the files, the "
+            "loader options, --visprobe-seed or --visprobe-limit differ. Run with the baseline's "
+            "data and settings, or accept a new baseline made on this data."
+        )
+
+
 def validate_dataset_spec(spec: str) -> None:
     """Unknown dataset names fail at start-up with a did-you-mean, before anything runs."""
     from .datasets import list_datasets

@@ -121,3 +121,17 @@ def test_list_prints_everything_and_exits_without_torch(tmp_path):
     for profile in ("quick", "standard", "paper"):
         assert f"{profile} -- " in out
     assert "no tests ran" not in out and "collected" not in out
+
+
+def test_a_baseline_measured_on_other_data_fails_instead_of_comparing(suite):
+    from pytest_visprobe.options import BASELINE_OPTION
+
+    args = (f"{ENCODER_OPTION}=pooled.py", f"{DATASET_OPTION}=digits", LABEL_TEST)
+    suite.run(*args, "--visprobe-report=accepted", limit=120).assert_outcomes(passed=1)
+    baseline = f"{BASELINE_OPTION}=accepted/scorecard.json"
+    suite.run(*args, baseline, limit=120).assert_outcomes(passed=1)  # same data: compared, fine
+    result = suite.run(*args, baseline, limit=100)  # other samples: no silent comparison
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*was measured on other data for dataset 'digits'*--visprobe-limit*"])
+    (record,) = suite.scorecard()["records"]
+    assert record["baseline"] is None and record["passed"] is False
