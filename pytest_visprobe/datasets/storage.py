@@ -41,8 +41,15 @@ def resolve_root(root: str | os.PathLike[str] | None) -> Path:
 
 def not_found(title: str, missing: Iterable[Path], *, how: str) -> DatasetNotFoundError:
     """The skip message: what is missing, where it was looked for, and the fix."""
-    missing = [str(p) for p in missing]
-    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    shown_paths: list[str] = []
+    for path in missing:  # a folder that does not exist stands for all the files inside it
+        folder = Path(path).parent
+        entry = f"{folder}{os.sep}" if not folder.exists() else str(path)
+        if not any(entry.startswith(shown) for shown in shown_paths if shown.endswith(os.sep)):
+            shown_paths.append(entry)
+    shown = ", ".join(shown_paths[:3])
+    if len(shown_paths) > 3:
+        shown += f" and {len(shown_paths) - 3} more"
     return DatasetNotFoundError(f"{title} is not on disk (missing: {shown}). {how}")
 
 
