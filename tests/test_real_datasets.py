@@ -410,3 +410,12 @@ def test_a_failed_download_says_what_is_missing_and_what_to_check(tmp_path, monk
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
     with pytest.raises(DatasetError, match="CUB_200_2011.tgz into .* failed .*name resolution"):
         load_dataset("cub", root=tmp_path, download=True)
+
+
+def test_vaw_truncated_image_is_named_when_its_regions_are_read(tmp_path):
+    write_vaw(tmp_path)
+    image = tmp_path / "vaw" / "images" / "103.jpg"
+    image.write_bytes(image.read_bytes()[:60])
+    test = load_dataset("vaw", root=tmp_path).split("test")
+    with pytest.raises(DatasetError, match="103.jpg.*corrupt"):
+        test.images.get([0])

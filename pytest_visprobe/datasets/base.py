@@ -115,14 +115,13 @@ def decode_image(path: str, image_size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def decode_region(path: str, box: Sequence[float], image_size: int) -> np.ndarray:
-    """Crop the xyxy ``box`` (clipped to the image, at least one pixel) from one file and
-    resize it to ``[S, S, 3]`` uint8, stretching so the whole region stays in view."""
+def open_rgb(path: str):
+    """Decode one file to a PIL RGB image; a missing or broken file raises DatasetError naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB")
+            return img.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(
             f"image file {path!r} has disappeared since the dataset was listed; "
@@ -133,6 +132,13 @@ def decode_region(path: str, box: Sequence[float], image_size: int) -> np.ndarra
             f"cannot decode image file {path!r} ({type(exc).__name__}: {exc}); "
             "the file is corrupt or not an image: replace or delete it."
         ) from None
+
+
+def crop_region(rgb, box: Sequence[float], image_size: int) -> np.ndarray:
+    """Crop the xyxy ``box`` (clipped to the image, at least one pixel) and resize it to
+    ``[S, S, 3]`` uint8, stretching so the whole region stays in view."""
+    from PIL import Image
+
     width, height = rgb.size
     x1 = min(max(int(np.floor(box[0])), 0), width - 1)
     y1 = min(max(int(np.floor(box[1])), 0), height - 1)

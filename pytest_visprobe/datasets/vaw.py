@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split, _as_indices, check_int, decode_region, fingerprint_of
+from .base import Dataset, DatasetError, Split, _as_indices, check_int, crop_region, fingerprint_of, open_rgb
 from .storage import corrupt, manifest, not_found, resolve_root
 
 DESCRIPTION = ("VAW: attribute annotations (620 attributes) on Visual Genome object regions; "
@@ -57,8 +57,11 @@ class RegionImages:
     def get(self, indices: Sequence[int]) -> np.ndarray:
         idx = _as_indices(indices, len(self))
         out = np.empty((len(idx), self.image_size, self.image_size, 3), dtype=np.uint8)
+        opened: tuple[str, object] | None = None  # rows are sorted by image: decode each once
         for row, i in enumerate(idx):
-            out[row] = decode_region(self.paths[i], self.boxes[i], self.image_size)
+            if opened is None or opened[0] != self.paths[i]:
+                opened = (self.paths[i], open_rgb(self.paths[i]))
+            out[row] = crop_region(opened[1], self.boxes[i], self.image_size)
         return out
 
     def subset(self, indices: Sequence[int]) -> RegionImages:
