@@ -67,7 +67,8 @@ class Recorder:
             baseline = self._session.baseline_value(key)
             other_data = self._session.baseline_data_mismatch(dataset) if baseline is not None else None
             if other_data:  # a number measured on other data is no baseline: say so, compare nothing
-                failures.append(other_data)
+                if other_data not in failures:
+                    failures.append(other_data)
                 baseline = None
             verdict = evaluate(metric, encoder=encoder.name, dataset=dataset.name, threshold=threshold,
                                baseline=baseline, baseline_source=str(self._session.options["visprobe_baseline"]),
