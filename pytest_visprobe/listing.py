@@ -13,7 +13,7 @@ from .options import DATA_ROOT_OPTION, DOWNLOAD_OPTION
 
 
 def write_listing(out: TextIO, options: dict[str, Any]) -> None:
-    from .datasets import list_datasets
+    from .datasets import imagefolder_options, list_datasets
     from .datasets.storage import default_data_root, resolve_root
     from .profiles import PROFILES
     from .results import all_metric_specs
@@ -38,7 +38,7 @@ def write_listing(out: TextIO, options: dict[str, Any]) -> None:
             out.write(f"    options: {', '.join(shown)}\n")
     out.write("imagefolder:PATH [label; splits train, test] -- any folder\n")
     out.write("    class-per-folder images (PATH/<class>/... or PATH/train|test/<class>/...)\n")
-    out.write("    options: image_size, test_fraction, subset\n")
+    out.write(f"    options: {', '.join(imagefolder_options())}\n")
 
     _heading(out, "probes and metrics")
     by_probe: dict[str, list] = {}

@@ -27,7 +27,6 @@ from pytest_visprobe.datasets import (
 from pytest_visprobe.datasets.storage import default_data_root
 from pytest_visprobe.datasets.torchvision_sets import SETS, torchvision_md5s
 from real_formats import (
-    CUB_CLASSES,
     CUB_COLOURS,
     VAW_ATTRIBUTES,
     pin_md5s,

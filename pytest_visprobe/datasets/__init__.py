@@ -168,6 +168,11 @@ def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **option
     return dataset
 
 
+def imagefolder_options() -> tuple[str, ...]:
+    """Options of the ``imagefolder:PATH`` form (it is a path form, not a registry entry)."""
+    return _options_of(load_imagefolder, "imagefolder", skip=("path",)) or ()
+
+
 def subset_indices(split: Split, limit: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted random rows, at most ``limit``; one row of every class first when it fits."""
     n = len(split)
