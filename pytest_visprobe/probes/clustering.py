@@ -141,33 +141,106 @@ def knn_abs_cosine_affinity(x: np.ndarray, n_neighbors: int):
     return ((w + w.T) * np.float32(0.5)).tocsr()
 
 
-def _top_eigenvectors(m, k: int, seed: int) -> np.ndarray:
-    """Eigenvectors of the k largest eigenvalues of the symmetric matrix ``m`` [N, k]."""
+def _components(m) -> tuple[int, np.ndarray]:
+    """Connected components of the graph with edges where ``m > 0`` (dense or sparse).
+
+    Dense: breadth-first search over blocks of rows; a connected |cos| matrix (the usual case:
+    one row with no zero entry) is settled after reading a single row.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(m):
+        from scipy.sparse.csgraph import connected_components
+
+        return connected_components(m, directed=False)
+    n = m.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    count = 0
+    for start in range(n):
+        if labels[start] >= 0:
+            continue
+        labels[start] = count
+        frontier = np.array([start])
+        while frontier.size:
+            reached = np.zeros(n, dtype=bool)
+            for lo in range(0, frontier.size, 256):
+                reached |= (m[frontier[lo : lo + 256]] > 0).any(axis=0)
+            frontier = np.flatnonzero(reached & (labels < 0))
+            labels[frontier] = count
+        count += 1
+    return count, labels
+
+
+def _component_eigenvectors(m, degree: np.ndarray) -> np.ndarray:
+    """Exact eigenvectors of eigenvalue 1 of D^-1/2 A D^-1/2, one per connected component.
+
+    The normalised affinity is block-diagonal over the graph's components and each block with
+    edges has eigenvalue 1 (its largest) with eigenvector sqrt(degree) on the block. So the
+    multiplicity of the top eigenvalue is the number of such components: a k-NN graph of
+    well-separated classes has one per class. Single-vector Lanczos (ARPACK) cannot resolve a
+    repeated eigenvalue reliably (it found 9 of 10 copies on 10 separated blobs and returned the
+    next eigenvector instead, merging two classes), so these vectors are written down, not
+    solved for. Columns are unit-norm, ordered by component size (largest first, ties by first
+    sample). Isolated samples (no edges) have eigenvalue 0 and get no column. Returns [N, c].
+    """
+    _, labels = _components(m)
+    has_edges = degree > 0
+    ids, first, sizes = np.unique(labels[has_edges], return_index=True, return_counts=True)
+    order = np.lexsort((first, -sizes))
+    vecs = np.zeros((m.shape[0], ids.size), dtype=np.float64)
+    root = np.sqrt(degree)
+    for col, comp in enumerate(ids[order]):
+        rows = (labels == comp) & has_edges
+        vecs[rows, col] = root[rows]
+        vecs[:, col] /= np.linalg.norm(vecs[:, col])
+    return vecs
+
+
+def _top_eigenvectors(m, k: int, seed: int, known: np.ndarray | None = None) -> np.ndarray:
+    """Eigenvectors of the k largest eigenvalues of the symmetric matrix ``m`` [N, k].
+
+    ``known``: orthonormal eigenvectors [N, c] of the top eigenvalue (1 for a normalised
+    affinity), e.g. from :func:`_component_eigenvectors`. They are used as they are and
+    deflated out of ``m`` (``m - U U^T``) before the solver looks for the remaining k - c, so
+    the solver never has to separate copies of a repeated eigenvalue.
+    """
     import scipy.sparse as sp
 
     n = m.shape[0]
+    c = 0 if known is None else known.shape[1]
+    if c >= k:
+        return known[:, :k]
     if n <= _EIGH_MAX_SAMPLES:
         import scipy.linalg
 
-        dense = m.toarray() if sp.issparse(m) else m
-        _, vecs = scipy.linalg.eigh(dense.astype(np.float64), subset_by_index=[n - k, n - 1])
-        return vecs
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+        dense = (m.toarray() if sp.issparse(m) else m).astype(np.float64)
+        if c:
+            dense -= known @ known.T
+        _, vecs = scipy.linalg.eigh(dense, subset_by_index=[n - (k - c), n - 1])
+        return vecs if not c else np.hstack([known, vecs])
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+    op = m
+    if c:
+        u = known.astype(m.dtype)
+        op = LinearOperator(
+            (n, n), dtype=m.dtype, matvec=lambda v: m @ v - u @ (u.T @ v),
+            matmat=lambda v: m @ v - u @ (u.T @ v),
+        )
     # ARPACK's own start distribution, seeded as scikit-learn seeds it.
     v0 = np.random.RandomState(seed).uniform(-1, 1, n).astype(m.dtype)
     try:
-        _, vecs = eigsh(m, k=k, which="LA", tol=1e-5, v0=v0)
+        _, vecs = eigsh(op, k=k - c, which="LA", tol=1e-5, v0=v0)
     except ArpackNoConvergence:
         # A small gap after the k-th eigenvalue: a larger Krylov space usually resolves it.
         try:
-            _, vecs = eigsh(m, k=k, which="LA", tol=1e-4, v0=v0, ncv=min(n - 1, max(4 * k + 1, 64)))
+            _, vecs = eigsh(op, k=k - c, which="LA", tol=1e-4, v0=v0, ncv=min(n - 1, max(4 * k + 1, 64)))
         except ArpackNoConvergence as exc:
             raise RuntimeError(
                 f"the spectral embedding did not converge ({len(exc.eigenvalues)} of {k} "
                 "eigenvectors found): the affinity has no clear cluster structure at this k"
             ) from exc
-    return vecs
+    return vecs if not c else np.hstack([known, vecs])
 
 
 def spectral_clusters_precomputed(
@@ -212,6 +285,9 @@ def spectral_clusters_precomputed(
         if not np.allclose(degree, a.sum(axis=0, dtype=np.float64), rtol=1e-4, atol=1e-6):
             raise ValueError("affinity must be symmetric")
         m = a
+    known = _component_eigenvectors(m, degree)
+    if known.shape[1] < 2:
+        known = None  # connected graph: one top eigenvector, nothing the solver can miss
     degree[degree == 0] = 1.0
     inv_sqrt = (1.0 / np.sqrt(degree)).astype(np.float32)
     if sp.issparse(m):
@@ -220,7 +296,7 @@ def spectral_clusters_precomputed(
     else:
         m *= inv_sqrt[:, None]
         m *= inv_sqrt[None, :]
-    vecs = _top_eigenvectors(m, n_clusters, seed)
+    vecs = _top_eigenvectors(m, n_clusters, seed, known)
     embedding = (vecs * inv_sqrt[:, None]).astype(np.float64)
     labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(embedding)
     return labels.astype(np.int64)
