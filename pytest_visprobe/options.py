@@ -27,6 +27,7 @@ LIMIT_OPTION = "--visprobe-limit"
 THRESHOLDS_OPTION = "--visprobe-thresholds"
 BASELINE_OPTION = "--visprobe-baseline"
 TOLERANCE_OPTION = "--visprobe-tolerance"
+TEXT_MODEL_OPTION = "--visprobe-text-model"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -80,6 +81,19 @@ def device(value: str) -> str:
             f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}"
         )
     return value
+
+
+def text_model(value: str) -> str:
+    """A label-text model spec (NAME or NAME:ARG) whose NAME is registered; loads nothing."""
+    from .text_embeddings import available_text_embedders
+
+    name = value.strip().partition(":")[0]
+    if name not in available_text_embedders():
+        raise argparse.ArgumentTypeError(
+            f"unknown text model {value!r}; expected one of {', '.join(available_text_embedders())} "
+            "as NAME or NAME:ARG, e.g. minilm, open_clip:ViT-B-32/openai, hf:bert-base-uncased"
+        )
+    return value.strip()
 
 
 def existing_file(value: str) -> Path:
@@ -140,6 +154,9 @@ OPTIONS: tuple[Option, ...] = (
            "more than the tolerance fails (default: none).", parse=existing_file, metavar="FILE"),
     Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
            f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),
+    Option(TEXT_MODEL_OPTION, "text model whose embeddings of 'a photo of {label}.' the similarity "
+           "probe compares with each encoder: minilm (default, offline), open_clip:ARCH/PRETRAINED or "
+           "hf:MODEL.", parse=text_model, default="minilm", metavar="SPEC"),
 )
 
 

@@ -108,6 +108,23 @@ def visprobe_dataset(request: pytest.FixtureRequest, visprobe_session: VisprobeS
     return visprobe_session.dataset(request.param)
 
 
+@pytest.fixture(scope="session")
+def visprobe_encoders(visprobe_session: VisprobeSession) -> list:
+    """Every ``--encoder``, loaded, in command-line order: for probes that compare encoders (RSA).
+
+    The first one is the reference encoder. Skips the test when no encoder is given.
+    """
+    if not visprobe_session.encoder_refs:
+        pytest.skip(NO_ENCODER_REASON)
+    return [visprobe_session.encoder(ref) for ref in visprobe_session.encoder_refs]
+
+
+@pytest.fixture(scope="session")
+def visprobe_text_model(visprobe_session: VisprobeSession) -> str:
+    """The label-text model spec (``--visprobe-text-model``, default ``minilm``); loads nothing."""
+    return visprobe_session.options["visprobe_text_model"]
+
+
 @pytest.fixture
 def visprobe(request: pytest.FixtureRequest, visprobe_session: VisprobeSession) -> Recorder:
     """Features, skips and threshold/baseline checks for one probe test."""

@@ -20,7 +20,7 @@ bytes) becomes the limit, so ``affinity="auto"`` switches to a sparse k-nearest-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,6 +57,10 @@ class ClusteringResult:
     hungarian_accuracy: float  # one-to-one optimal matching
     nmi: float
     ari: float
+    #: 0/1 per sample (input order): its cluster's matched class equals its label; the means are
+    #: the two accuracies.
+    greedy_correct: np.ndarray = field(default=None, repr=False, compare=False)
+    hungarian_correct: np.ndarray = field(default=None, repr=False, compare=False)
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -351,7 +355,12 @@ def contingency(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def greedy_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
-    """Accuracy under the study's greedy cluster-to-class matching (reproduced exactly).
+    """Accuracy under the study's greedy cluster-to-class matching (see :func:`greedy_match_correct`)."""
+    return float(greedy_match_correct(true, pred).mean())
+
+
+def greedy_match_correct(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per sample 0/1 under the study's greedy cluster-to-class matching (reproduced exactly).
 
     Visit (class, cluster) pairs by descending co-occurrence count; each class not yet matched
     takes the cluster of the first pair it appears in, so two classes may take the same
@@ -360,7 +369,7 @@ def greedy_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     cluster no class took is labelled as the first class. Ties in count are visited in
     (class, cluster) order (a stable sort; the study's quicksort left them unspecified).
     """
-    table, _, _ = contingency(true, pred)
+    table, classes, clusters = contingency(true, pred)
     n_classes, n_clusters = table.shape
     order = np.argsort(-table, axis=None, kind="stable")
     cluster_of = np.full(n_classes, -1, dtype=np.int64)
@@ -373,17 +382,31 @@ def greedy_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     class_of_cluster = np.zeros(n_clusters, dtype=np.int64)  # untaken clusters -> first class
     for cls in range(n_classes):  # later classes overwrite earlier ones, as in the study
         class_of_cluster[cluster_of[cls]] = cls
-    correct = table[class_of_cluster, np.arange(n_clusters)].sum()
-    return float(correct) / float(table.sum())
+    return _correct(true, pred, classes, clusters, class_of_cluster)
+
+
+def _correct(true, pred, classes, clusters, class_of_cluster) -> np.ndarray:
+    """0/1 per sample: the class its cluster was matched to (-1: none) is its own class."""
+    matched = class_of_cluster[np.searchsorted(clusters, np.asarray(pred))]
+    own = np.searchsorted(classes, np.asarray(true))
+    return (matched == own).astype(np.float64)
 
 
 def hungarian_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     """Accuracy under the best one-to-one cluster-to-class matching (linear_sum_assignment)."""
+    return float(hungarian_match_correct(true, pred).mean())
+
+
+def hungarian_match_correct(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per sample 0/1 under the best one-to-one cluster-to-class matching; unmatched clusters
+    (more clusters than classes) count as wrong."""
     from scipy.optimize import linear_sum_assignment
 
-    table, _, _ = contingency(true, pred)
+    table, classes, clusters = contingency(true, pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
-    return float(table[rows, cols].sum()) / float(table.sum())
+    class_of_cluster = np.full(clusters.size, -1, dtype=np.int64)
+    class_of_cluster[cols] = rows
+    return _correct(true, pred, classes, clusters, class_of_cluster)
 
 
 def clustering_scores(
@@ -404,12 +427,15 @@ def clustering_scores(
         raise ValueError(f"clustering needs at least 2 classes, got {n_classes}")
     kind = resolve_affinity(x.shape[0], affinity)
     pred = spectral_clusters(x, n_classes, seed=seed, affinity=kind, n_neighbors=n_neighbors)
+    greedy, hungarian = greedy_match_correct(y, pred), hungarian_match_correct(y, pred)
     return ClusteringResult(
         n_samples=int(x.shape[0]),
         n_clusters=n_classes,
         affinity=kind,
-        greedy_accuracy=greedy_match_accuracy(y, pred),
-        hungarian_accuracy=hungarian_match_accuracy(y, pred),
+        greedy_accuracy=float(greedy.mean()),
+        hungarian_accuracy=float(hungarian.mean()),
         nmi=float(normalized_mutual_info_score(y, pred)),
         ari=float(adjusted_rand_score(y, pred)),
+        greedy_correct=greedy,
+        hungarian_correct=hungarian,
     )
