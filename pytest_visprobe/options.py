@@ -84,16 +84,15 @@ def device(value: str) -> str:
 
 
 def text_model(value: str) -> str:
-    """A label-text model spec (NAME or NAME:ARG) whose NAME is registered; loads nothing."""
-    from .text_embeddings import available_text_embedders
-
-    name = value.strip().partition(":")[0]
-    if name not in available_text_embedders():
+    """A label-text model spec, NAME or NAME:ARG. Whether NAME is registered is checked at
+    configure time, after conftests and plugins had the chance to register their own."""
+    spec = value.strip()
+    if not spec or spec.startswith(":"):
         raise argparse.ArgumentTypeError(
-            f"unknown text model {value!r}; expected one of {', '.join(available_text_embedders())} "
-            "as NAME or NAME:ARG, e.g. minilm, open_clip:ViT-B-32/openai, hf:bert-base-uncased"
+            f"expected a text model as NAME or NAME:ARG (e.g. minilm, open_clip:ViT-B-32/openai, "
+            f"hf:bert-base-uncased), got {value!r}"
         )
-    return value.strip()
+    return spec
 
 
 def existing_file(value: str) -> Path:

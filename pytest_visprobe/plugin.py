@@ -44,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         session = VisprobeSession.from_options(read_options(config), config.rootpath, worker)
         _validate_threshold_files(session, config)
+        _validate_text_model(session)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = session
@@ -63,6 +64,19 @@ def _validate_threshold_files(session: VisprobeSession, config: pytest.Config) -
             session.thresholds_near(path)
         elif path.exists():
             session.thresholds_near(path.parent)
+
+
+def _validate_text_model(session: VisprobeSession) -> None:
+    """An unknown --visprobe-text-model stops the run before any work (registered names only:
+    conftests and plugins have registered theirs by now)."""
+    if not session.encoder_refs:
+        return
+    from .text_embeddings import check_text_model
+
+    try:
+        check_text_model(session.options["visprobe_text_model"])
+    except ValueError as exc:
+        raise ConfigError(f"--visprobe-text-model: {exc}.") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
