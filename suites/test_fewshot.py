@@ -7,6 +7,7 @@ trials, with the std over trials as its spread. Features come from the cache: no
 beyond the two splits the other probes use.
 """
 
+import numpy as np
 import pytest
 
 from pytest_visprobe.probes.fewshot import fewshot_accuracy
@@ -19,6 +20,10 @@ def test_fewshot(visprobe, visprobe_encoder, visprobe_dataset, n_shot):
     visprobe.require(visprobe_dataset, "label")
     config = visprobe.profile.fewshot
     train, test = visprobe_dataset.split("train"), visprobe_dataset.split("test")
+    fewest = int(np.unique(train.labels, return_counts=True)[1].min())
+    if fewest < n_shot:
+        pytest.skip(f"{n_shot}-shot needs {n_shot} training images per class, but {visprobe_dataset.name!r} "
+                    f"has a class with {fewest} in its train split; raise --visprobe-limit or use a larger dataset.")
     result = fewshot_accuracy(
         visprobe.features(visprobe_encoder, visprobe_dataset, "train").numpy(), train.labels,
         visprobe.features(visprobe_encoder, visprobe_dataset, "test").numpy(), test.labels,
