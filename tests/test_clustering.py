@@ -266,3 +266,19 @@ def test_dense_affinity_with_orthogonal_classes_is_split_exactly():
     assert adjusted_rand_score(y, C.spectral_clusters(x, 8, affinity="dense")) == 1.0
     # More components than clusters: the largest components take the eigenvectors.
     assert C.spectral_clusters(x, 3, affinity="dense").shape == (1200,)
+
+
+def test_per_sample_correctness_follows_each_matching():
+    # Table [[6, 1], [5, 2]] (see above): greedy maps c0 -> B, c1 -> A; Hungarian c0 -> A, c1 -> B.
+    true, pred = _labels_from_table([[6, 1], [5, 2]])
+    greedy = C.greedy_match_correct(true, pred)
+    hungarian = C.hungarian_match_correct(true, pred)
+    assert greedy.tolist() == [0.0] * 6 + [1.0] + [1.0] * 5 + [0.0] * 2
+    assert hungarian.tolist() == [1.0] * 6 + [0.0] + [0.0] * 5 + [1.0] * 2
+    # More clusters than classes: an unmatched cluster's samples are wrong under Hungarian.
+    true, pred = np.array([0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 2])
+    assert C.hungarian_match_correct(true, pred).tolist() == [1, 1, 1, 1, 0]
+    x, y = _blobs(13, 40, 3, 8, 0.3)
+    res = C.clustering_scores(x, y)
+    assert res.greedy_correct.mean() == res.greedy_accuracy == 1.0
+    assert res.hungarian_correct.shape == y.shape
