@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LinearProbeConfig(BaseModel):
@@ -53,6 +53,13 @@ class SimilarityConfig(BaseModel):
 
     split: str = "test"  # the split whose features give the class means and spreads
     prompt: str = "a photo of {label}."  # text embedded per class for the language comparison
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_names_the_label(cls, value: str) -> str:
+        if "{label}" not in value:
+            raise ValueError(f"prompt must contain '{{label}}' (replaced by each class name), got {value!r}")
+        return value
 
 
 class Profile(BaseModel):

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: Largest sample count for which ``affinity="auto"`` builds the dense N x N |cosine| matrix:
-#: 32,768 samples = 4 GiB of float32, measured at ~4.3 GB peak RSS and ~15-25 s for the whole
-#: clustering on the 2-core reference machine (benchmarks/bench_clustering.py). The dense path is
+#: 32,768 samples = 4 GiB of float32, measured at ~4.2-4.3 GB peak RSS and ~15-25 s for the whole
+#: clustering on the idle 2-core reference machine, 111 s single-threaded at load average 6.5
+#: (benchmarks/bench_clustering.py). The dense path is
 #: not slower than the k-NN graph (both are one O(N^2 D) matmul; Lanczos on the dense matrix
 #: converges in a few dozen passes), so the limit is memory, kept well under the 24 GiB machine
 #: so that test workers and encoders fit beside it. It covers every test split of the study
