@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import matplotlib
+import matplotlib.axes
+import matplotlib.pyplot  # noqa: F401  (imported at collection: pytester's inline runs must not drop it)
 import pytest
 
 from pytest_visprobe.plots import PLOTTERS
@@ -33,8 +35,6 @@ def test_plots_are_registered_for_their_probes():
 
 def test_fewshot_plot_draws_one_line_per_encoder(tmp_path, monkeypatch):
     drawn = []
-    import matplotlib.axes
-
     original = matplotlib.axes.Axes.errorbar
     monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
                         lambda self, x, y, yerr=None, **kw: drawn.append((kw["label"], list(x), list(y), list(yerr)))
