@@ -166,7 +166,7 @@ def _components(m) -> tuple[int, np.ndarray]:
             continue
         labels[start] = count
         frontier = np.array([start])
-        while frontier.size:
+        while frontier.size and (labels < 0).any():  # nothing left to reach: done
             reached = np.zeros(n, dtype=bool)
             for lo in range(0, frontier.size, 256):
                 reached |= (m[frontier[lo : lo + 256]] > 0).any(axis=0)
