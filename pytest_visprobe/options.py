@@ -30,6 +30,7 @@ TOLERANCE_OPTION = "--visprobe-tolerance"
 DATA_ROOT_OPTION = "--visprobe-data-root"
 DOWNLOAD_OPTION = "--visprobe-download"
 LIST_OPTION = "--visprobe-list"
+TEXT_MODEL_OPTION = "--visprobe-text-model"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -83,6 +84,18 @@ def device(value: str) -> str:
             f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}"
         )
     return value
+
+
+def text_model(value: str) -> str:
+    """A label-text model spec, NAME or NAME:ARG. Whether NAME is registered is checked at
+    configure time, after conftests and plugins had the chance to register their own."""
+    spec = value.strip()
+    if not spec or spec.startswith(":"):
+        raise argparse.ArgumentTypeError(
+            f"expected a text model as NAME or NAME:ARG (e.g. minilm, open_clip:ViT-B-32/openai, "
+            f"hf:bert-base-uncased), got {value!r}"
+        )
+    return spec
 
 
 def existing_file(value: str) -> Path:
@@ -148,6 +161,9 @@ OPTIONS: tuple[Option, ...] = (
            metavar="DIR"),
     Option(DOWNLOAD_OPTION, "download missing real datasets into the data root; without it their "
            "tests are skipped, saying how to get them (default: off).", default=False, flag_only=True),
+    Option(TEXT_MODEL_OPTION, "text model whose embeddings of 'a photo of {label}.' the similarity "
+           "probe compares with each encoder: minilm (default, offline), open_clip:ARCH/PRETRAINED or "
+           "hf:MODEL.", parse=text_model, default="minilm", metavar="SPEC"),
 )
 
 

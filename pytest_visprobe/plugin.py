@@ -61,6 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         session = VisprobeSession.from_options(read_options(config), config.rootpath, worker)
         _validate_threshold_files(session, config)
+        _validate_text_model(session)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = session
@@ -80,6 +81,19 @@ def _validate_threshold_files(session: VisprobeSession, config: pytest.Config) -
             session.thresholds_near(path)
         elif path.exists():
             session.thresholds_near(path.parent)
+
+
+def _validate_text_model(session: VisprobeSession) -> None:
+    """An unknown --visprobe-text-model stops the run before any work (registered names only:
+    conftests and plugins have registered theirs by now)."""
+    if not session.encoder_refs:
+        return
+    from .text_embeddings import check_text_model
+
+    try:
+        check_text_model(session.options["visprobe_text_model"])
+    except ValueError as exc:
+        raise ConfigError(f"--visprobe-text-model: {exc}.") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -131,6 +145,23 @@ def visprobe_dataset(request: pytest.FixtureRequest, visprobe_session: VisprobeS
         return visprobe_session.dataset(request.param)
     except DatasetNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def visprobe_encoders(visprobe_session: VisprobeSession) -> list:
+    """Every ``--encoder``, loaded, in command-line order: for probes that compare encoders (RSA).
+
+    The first one is the reference encoder. Skips the test when no encoder is given.
+    """
+    if not visprobe_session.encoder_refs:
+        pytest.skip(NO_ENCODER_REASON)
+    return [visprobe_session.encoder(ref) for ref in visprobe_session.encoder_refs]
+
+
+@pytest.fixture(scope="session")
+def visprobe_text_model(visprobe_session: VisprobeSession) -> str:
+    """The label-text model spec (``--visprobe-text-model``, default ``minilm``); loads nothing."""
+    return visprobe_session.options["visprobe_text_model"]
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ similarity, transformations, robustness, localization.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LinearProbeConfig(BaseModel):
@@ -22,6 +22,47 @@ class LinearProbeConfig(BaseModel):
     weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)  # swept on a held-out part of train
     val_fraction: float = Field(0.2, gt=0, lt=1)  # share of train held out for the sweep
     max_iter: int = Field(200, gt=0)  # L-BFGS iterations per fit
+    # The study's transfer recipe (PROTOCOLS.md A), used by the label probe when recipe="adam":
+    # Linear(D, classes) on the raw features, cross-entropy, Adam, last-epoch test accuracy.
+    recipe: Literal["lbfgs", "adam"] = "lbfgs"  # "lbfgs": the sweep above; "adam": the study's loop
+    adam_lr: float = Field(1e-3, gt=0)
+    adam_weight_decay: float = Field(5e-4, ge=0)  # torch.optim.Adam's L2 term (weights and bias)
+    adam_epochs: int = Field(20, gt=0)
+    adam_batch_size: int = Field(60, gt=0)
+
+
+class FewShotConfig(BaseModel):
+    """Nearest-prototype few-shot (PROTOCOLS.md A); N = 1, 5, 10 is the suite's parametrization."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials: int = Field(10, gt=0)  # support sets drawn per N, each seeded from (session seed, trial)
+    ddof: Literal[0, 1] = 1  # std over trials: 1 = sample std; the study's code used 0 (np.std)
+
+
+class ClusteringConfig(BaseModel):
+    """Spectral clustering of the test split with |cos| affinity (PROTOCOLS.md A)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    affinity: Literal["auto", "dense", "knn"] = "auto"  # auto: dense up to 32,768 samples, then k-NN
+    n_neighbors: int | None = Field(None, gt=0)  # k-NN graph only; None: half the mean class size, in [10, 100]
+
+
+class SimilarityConfig(BaseModel):
+    """Welch-t RDMs over classes compared by Pearson r (PROTOCOLS.md A)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: str = "test"  # the split whose features give the class means and spreads
+    prompt: str = "a photo of {label}."  # text embedded per class for the language comparison
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_names_the_label(cls, value: str) -> str:
+        if "{label}" not in value:
+            raise ValueError(f"prompt must contain '{{label}}' (replaced by each class name), got {value!r}")
+        return value
 
 
 class Profile(BaseModel):
@@ -35,6 +76,9 @@ class Profile(BaseModel):
     dataset_options: dict[str, dict[str, Any]] = {}
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     batch_size: int = 64
+    fewshot: FewShotConfig = FewShotConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
+    similarity: SimilarityConfig = SimilarityConfig()
 
 
 PROFILES: dict[str, Profile] = {

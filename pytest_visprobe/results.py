@@ -72,3 +72,40 @@ LABEL_TOP1 = register_metric(MetricSpec(
     "label_probe", "top1", True, "top-1 accuracy of a linear (multinomial logistic) probe on frozen embeddings"))
 ATTRIBUTE_MAP = register_metric(MetricSpec(
     "attribute_probe", "mAP", True, "mean average precision of per-attribute logistic probes (multi-label)"))
+
+# --- generalization probes (PROTOCOLS.md A): few-shot, clustering, representational similarity
+#: Shot counts with a registered few-shot metric (``top1_<N>shot``); thresholds can name these.
+FEWSHOT_SHOTS = (1, 5, 10)
+
+
+def fewshot_metric(n_shot: int) -> str:
+    """Metric name of N-shot top-1; registered on first use for N outside FEWSHOT_SHOTS."""
+    name = f"top1_{n_shot}shot"
+    if ("fewshot", name) not in _METRICS:
+        register_metric(MetricSpec(
+            "fewshot", name, True,
+            f"nearest-prototype top-1 with {n_shot} training image(s) per class; mean over trials"))
+    return name
+
+
+for _n in FEWSHOT_SHOTS:
+    fewshot_metric(_n)
+CLUSTERING_GREEDY = register_metric(MetricSpec(
+    "clustering", "greedy_accuracy", True,
+    "spectral clustering (|cos| affinity, k = classes) scored by the study's greedy cluster-to-class matching"))
+CLUSTERING_HUNGARIAN = register_metric(MetricSpec(
+    "clustering", "hungarian_accuracy", True,
+    "spectral clustering scored by the best one-to-one cluster-to-class matching (Hungarian)"))
+CLUSTERING_NMI = register_metric(MetricSpec(
+    "clustering", "nmi", True, "normalised mutual information between spectral clusters and labels"))
+CLUSTERING_ARI = register_metric(MetricSpec(
+    "clustering", "ari", True, "adjusted Rand index between spectral clusters and labels (0 = chance)",
+    lower=-1.0))
+SIMILARITY_LANGUAGE = register_metric(MetricSpec(
+    "similarity", "rsa_language", True,
+    "Pearson r between the encoder's Welch-t class RDM and a text model's RDM of 'a photo of {label}.'",
+    lower=-1.0))
+SIMILARITY_REFERENCE = register_metric(MetricSpec(
+    "similarity", "rsa_reference", True,
+    "Pearson r between the encoder's Welch-t class RDM and the reference encoder's (the first --encoder)",
+    lower=-1.0))

@@ -79,6 +79,11 @@ def _parse(spec: str) -> tuple[str, str | None]:
     return name, (arg if sep else None)
 
 
+def check_text_model(spec: str) -> None:
+    """Raise ValueError (did-you-mean, registered names) when ``spec``'s NAME is unknown; loads nothing."""
+    _parse(spec)
+
+
 def get_text_embedder(model: str = DEFAULT_MODEL) -> TextEmbedder:
     """The (cached) embedder for a spec; loads the model on first call."""
     name, arg = _parse(model)

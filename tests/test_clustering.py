@@ -235,3 +235,50 @@ def test_errors_are_clear():
         C.spectral_clusters(x, 3, affinity="dense", n_neighbors=5)
     with pytest.raises(ValueError, match="n_neighbors must be in"):
         C.knn_abs_cosine_affinity(x, 30)
+
+
+def test_disconnected_graph_gets_one_exact_eigenvector_per_component():
+    # The cause of a kNN-path failure: separated classes make the k-NN graph split into one
+    # component per class, so eigenvalue 1 of D^-1/2 A D^-1/2 repeats 10 times and ARPACK
+    # returned only 9 copies. The components' eigenvectors are now written down exactly.
+    x, y = _blobs(7, 120, 10, 64, 0.3)
+    w = C.knn_abs_cosine_affinity(x, 60)
+    count, labels = C._components(w)
+    assert count == 10 and adjusted_rand_score(y, labels) == 1.0
+    degree = np.asarray(w.sum(axis=1)).ravel()
+    u = C._component_eigenvectors(w, degree)
+    inv = 1 / np.sqrt(degree)
+    m = (w.multiply(inv[:, None]).multiply(inv[None, :])).toarray()
+    assert np.allclose(m @ u, u, atol=1e-5) and np.allclose(u.T @ u, np.eye(10))
+    assert adjusted_rand_score(y, C.spectral_clusters(x, 10, affinity="knn")) == 1.0
+
+
+def test_dense_affinity_with_orthogonal_classes_is_split_exactly():
+    # Classes in orthogonal coordinate blocks: |cos| between classes is exactly 0, so even the
+    # dense graph is disconnected (1,200 samples: the Lanczos path).
+    rng = np.random.default_rng(12)
+    y = np.repeat(np.arange(8), 150)
+    x = np.zeros((y.size, 8 * 4), dtype=np.float32)
+    for k in range(8):
+        x[y == k, 4 * k : 4 * k + 4] = rng.uniform(0.5, 1.0, (150, 4))
+    count, labels = C._components(C.abs_cosine_affinity(x) - np.eye(y.size, dtype=np.float32))
+    assert count == 8 and adjusted_rand_score(y, labels) == 1.0
+    assert adjusted_rand_score(y, C.spectral_clusters(x, 8, affinity="dense")) == 1.0
+    # More components than clusters: the largest components take the eigenvectors.
+    assert C.spectral_clusters(x, 3, affinity="dense").shape == (1200,)
+
+
+def test_per_sample_correctness_follows_each_matching():
+    # Table [[6, 1], [5, 2]] (see above): greedy maps c0 -> B, c1 -> A; Hungarian c0 -> A, c1 -> B.
+    true, pred = _labels_from_table([[6, 1], [5, 2]])
+    greedy = C.greedy_match_correct(true, pred)
+    hungarian = C.hungarian_match_correct(true, pred)
+    assert greedy.tolist() == [0.0] * 6 + [1.0] + [1.0] * 5 + [0.0] * 2
+    assert hungarian.tolist() == [1.0] * 6 + [0.0] + [0.0] * 5 + [1.0] * 2
+    # More clusters than classes: an unmatched cluster's samples are wrong under Hungarian.
+    true, pred = np.array([0, 0, 1, 1, 1]), np.array([0, 0, 1, 1, 2])
+    assert C.hungarian_match_correct(true, pred).tolist() == [1, 1, 1, 1, 0]
+    x, y = _blobs(13, 40, 3, 8, 0.3)
+    res = C.clustering_scores(x, y)
+    assert res.greedy_correct.mean() == res.greedy_accuracy == 1.0
+    assert res.hungarian_correct.shape == y.shape

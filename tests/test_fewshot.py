@@ -136,3 +136,16 @@ def test_errors_are_clear():
         fewshot_accuracy(x, y, x, y, n_shot=0)
     with pytest.raises(ValueError, match="integers"):
         fewshot_accuracy(x, y.astype(float), x, y, n_shot=1)
+
+
+def test_per_sample_is_the_fraction_of_trials_each_test_sample_is_right():
+    train_x, train_y, test_x, test_y = _splits(3, 15, 20, 4, 8, 1.5)
+    res = fewshot_accuracy(train_x, train_y, test_x, test_y, n_shot=2, trials=5, seed=4)
+    right = np.zeros(test_y.size)
+    for t in range(5):
+        support = support_indices(train_y, n_shot=2, trial=t, seed=4)
+        for i in range(test_y.size):  # one test sample at a time through the loop reference
+            right[i] += _reference_accuracy(train_x, train_y, test_x[i : i + 1], test_y[i : i + 1], support)
+    assert res.per_sample.shape == test_y.shape
+    assert res.per_sample == pytest.approx(right / 5)
+    assert res.per_sample.mean() == pytest.approx(res.mean)

@@ -47,3 +47,7 @@ def write_plots(card: "Scorecard", directory: Path) -> list[Path]:
             warnings.warn(f"visprobe: plot {target} could not be drawn ({type(exc).__name__}: {exc}); "
                           f"the scorecard is unaffected.", stacklevel=2)
     return written
+
+
+register_plot("fewshot", "pytest_visprobe.plots.generalization:plot_fewshot")
+register_plot("similarity", "pytest_visprobe.plots.generalization:plot_similarity")

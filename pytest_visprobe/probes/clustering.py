@@ -20,13 +20,14 @@ bytes) becomes the limit, so ``affinity="auto"`` switches to a sparse k-nearest-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 #: Largest sample count for which ``affinity="auto"`` builds the dense N x N |cosine| matrix:
-#: 32,768 samples = 4 GiB of float32, measured at ~4.3 GB peak RSS and ~15-25 s for the whole
-#: clustering on the 2-core reference machine (benchmarks/bench_clustering.py). The dense path is
+#: 32,768 samples = 4 GiB of float32, measured at ~4.2-4.3 GB peak RSS and ~15-25 s for the whole
+#: clustering on the idle 2-core reference machine, 111 s single-threaded at load average 6.5
+#: (benchmarks/bench_clustering.py). The dense path is
 #: not slower than the k-NN graph (both are one O(N^2 D) matmul; Lanczos on the dense matrix
 #: converges in a few dozen passes), so the limit is memory, kept well under the 24 GiB machine
 #: so that test workers and encoders fit beside it. It covers every test split of the study
@@ -57,6 +58,10 @@ class ClusteringResult:
     hungarian_accuracy: float  # one-to-one optimal matching
     nmi: float
     ari: float
+    #: 0/1 per sample (input order): its cluster's matched class equals its label; the means are
+    #: the two accuracies.
+    greedy_correct: np.ndarray = field(default=None, repr=False, compare=False)
+    hungarian_correct: np.ndarray = field(default=None, repr=False, compare=False)
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -141,33 +146,106 @@ def knn_abs_cosine_affinity(x: np.ndarray, n_neighbors: int):
     return ((w + w.T) * np.float32(0.5)).tocsr()
 
 
-def _top_eigenvectors(m, k: int, seed: int) -> np.ndarray:
-    """Eigenvectors of the k largest eigenvalues of the symmetric matrix ``m`` [N, k]."""
+def _components(m) -> tuple[int, np.ndarray]:
+    """Connected components of the graph with edges where ``m > 0`` (dense or sparse).
+
+    Dense: breadth-first search over blocks of rows; a connected |cos| matrix (the usual case:
+    one row with no zero entry) is settled after reading a single row.
+    """
+    import scipy.sparse as sp
+
+    if sp.issparse(m):
+        from scipy.sparse.csgraph import connected_components
+
+        return connected_components(m, directed=False)
+    n = m.shape[0]
+    labels = np.full(n, -1, dtype=np.int64)
+    count = 0
+    for start in range(n):
+        if labels[start] >= 0:
+            continue
+        labels[start] = count
+        frontier = np.array([start])
+        while frontier.size and (labels < 0).any():  # nothing left to reach: done
+            reached = np.zeros(n, dtype=bool)
+            for lo in range(0, frontier.size, 256):
+                reached |= (m[frontier[lo : lo + 256]] > 0).any(axis=0)
+            frontier = np.flatnonzero(reached & (labels < 0))
+            labels[frontier] = count
+        count += 1
+    return count, labels
+
+
+def _component_eigenvectors(m, degree: np.ndarray) -> np.ndarray:
+    """Exact eigenvectors of eigenvalue 1 of D^-1/2 A D^-1/2, one per connected component.
+
+    The normalised affinity is block-diagonal over the graph's components and each block with
+    edges has eigenvalue 1 (its largest) with eigenvector sqrt(degree) on the block. So the
+    multiplicity of the top eigenvalue is the number of such components: a k-NN graph of
+    well-separated classes has one per class. Single-vector Lanczos (ARPACK) cannot resolve a
+    repeated eigenvalue reliably (it found 9 of 10 copies on 10 separated blobs and returned the
+    next eigenvector instead, merging two classes), so these vectors are written down, not
+    solved for. Columns are unit-norm, ordered by component size (largest first, ties by first
+    sample). Isolated samples (no edges) have eigenvalue 0 and get no column. Returns [N, c].
+    """
+    _, labels = _components(m)
+    has_edges = degree > 0
+    ids, first, sizes = np.unique(labels[has_edges], return_index=True, return_counts=True)
+    order = np.lexsort((first, -sizes))
+    vecs = np.zeros((m.shape[0], ids.size), dtype=np.float64)
+    root = np.sqrt(degree)
+    for col, comp in enumerate(ids[order]):
+        rows = (labels == comp) & has_edges
+        vecs[rows, col] = root[rows]
+        vecs[:, col] /= np.linalg.norm(vecs[:, col])
+    return vecs
+
+
+def _top_eigenvectors(m, k: int, seed: int, known: np.ndarray | None = None) -> np.ndarray:
+    """Eigenvectors of the k largest eigenvalues of the symmetric matrix ``m`` [N, k].
+
+    ``known``: orthonormal eigenvectors [N, c] of the top eigenvalue (1 for a normalised
+    affinity), e.g. from :func:`_component_eigenvectors`. They are used as they are and
+    deflated out of ``m`` (``m - U U^T``) before the solver looks for the remaining k - c, so
+    the solver never has to separate copies of a repeated eigenvalue.
+    """
     import scipy.sparse as sp
 
     n = m.shape[0]
+    c = 0 if known is None else known.shape[1]
+    if c >= k:
+        return known[:, :k]
     if n <= _EIGH_MAX_SAMPLES:
         import scipy.linalg
 
-        dense = m.toarray() if sp.issparse(m) else m
-        _, vecs = scipy.linalg.eigh(dense.astype(np.float64), subset_by_index=[n - k, n - 1])
-        return vecs
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+        dense = (m.toarray() if sp.issparse(m) else m).astype(np.float64)
+        if c:
+            dense -= known @ known.T
+        _, vecs = scipy.linalg.eigh(dense, subset_by_index=[n - (k - c), n - 1])
+        return vecs if not c else np.hstack([known, vecs])
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+    op = m
+    if c:
+        u = known.astype(m.dtype)
+        op = LinearOperator(
+            (n, n), dtype=m.dtype, matvec=lambda v: m @ v - u @ (u.T @ v),
+            matmat=lambda v: m @ v - u @ (u.T @ v),
+        )
     # ARPACK's own start distribution, seeded as scikit-learn seeds it.
     v0 = np.random.RandomState(seed).uniform(-1, 1, n).astype(m.dtype)
     try:
-        _, vecs = eigsh(m, k=k, which="LA", tol=1e-5, v0=v0)
+        _, vecs = eigsh(op, k=k - c, which="LA", tol=1e-5, v0=v0)
     except ArpackNoConvergence:
         # A small gap after the k-th eigenvalue: a larger Krylov space usually resolves it.
         try:
-            _, vecs = eigsh(m, k=k, which="LA", tol=1e-4, v0=v0, ncv=min(n - 1, max(4 * k + 1, 64)))
+            _, vecs = eigsh(op, k=k - c, which="LA", tol=1e-4, v0=v0, ncv=min(n - 1, max(4 * k + 1, 64)))
         except ArpackNoConvergence as exc:
             raise RuntimeError(
                 f"the spectral embedding did not converge ({len(exc.eigenvalues)} of {k} "
                 "eigenvectors found): the affinity has no clear cluster structure at this k"
             ) from exc
-    return vecs
+    return vecs if not c else np.hstack([known, vecs])
 
 
 def spectral_clusters_precomputed(
@@ -212,6 +290,9 @@ def spectral_clusters_precomputed(
         if not np.allclose(degree, a.sum(axis=0, dtype=np.float64), rtol=1e-4, atol=1e-6):
             raise ValueError("affinity must be symmetric")
         m = a
+    known = _component_eigenvectors(m, degree)
+    if known.shape[1] < 2:
+        known = None  # connected graph: one top eigenvector, nothing the solver can miss
     degree[degree == 0] = 1.0
     inv_sqrt = (1.0 / np.sqrt(degree)).astype(np.float32)
     if sp.issparse(m):
@@ -220,7 +301,7 @@ def spectral_clusters_precomputed(
     else:
         m *= inv_sqrt[:, None]
         m *= inv_sqrt[None, :]
-    vecs = _top_eigenvectors(m, n_clusters, seed)
+    vecs = _top_eigenvectors(m, n_clusters, seed, known)
     embedding = (vecs * inv_sqrt[:, None]).astype(np.float64)
     labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(embedding)
     return labels.astype(np.int64)
@@ -275,7 +356,12 @@ def contingency(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def greedy_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
-    """Accuracy under the study's greedy cluster-to-class matching (reproduced exactly).
+    """Accuracy under the study's greedy cluster-to-class matching (see :func:`greedy_match_correct`)."""
+    return float(greedy_match_correct(true, pred).mean())
+
+
+def greedy_match_correct(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per sample 0/1 under the study's greedy cluster-to-class matching (reproduced exactly).
 
     Visit (class, cluster) pairs by descending co-occurrence count; each class not yet matched
     takes the cluster of the first pair it appears in, so two classes may take the same
@@ -284,7 +370,7 @@ def greedy_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     cluster no class took is labelled as the first class. Ties in count are visited in
     (class, cluster) order (a stable sort; the study's quicksort left them unspecified).
     """
-    table, _, _ = contingency(true, pred)
+    table, classes, clusters = contingency(true, pred)
     n_classes, n_clusters = table.shape
     order = np.argsort(-table, axis=None, kind="stable")
     cluster_of = np.full(n_classes, -1, dtype=np.int64)
@@ -297,17 +383,31 @@ def greedy_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     class_of_cluster = np.zeros(n_clusters, dtype=np.int64)  # untaken clusters -> first class
     for cls in range(n_classes):  # later classes overwrite earlier ones, as in the study
         class_of_cluster[cluster_of[cls]] = cls
-    correct = table[class_of_cluster, np.arange(n_clusters)].sum()
-    return float(correct) / float(table.sum())
+    return _correct(true, pred, classes, clusters, class_of_cluster)
+
+
+def _correct(true, pred, classes, clusters, class_of_cluster) -> np.ndarray:
+    """0/1 per sample: the class its cluster was matched to (-1: none) is its own class."""
+    matched = class_of_cluster[np.searchsorted(clusters, np.asarray(pred))]
+    own = np.searchsorted(classes, np.asarray(true))
+    return (matched == own).astype(np.float64)
 
 
 def hungarian_match_accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     """Accuracy under the best one-to-one cluster-to-class matching (linear_sum_assignment)."""
+    return float(hungarian_match_correct(true, pred).mean())
+
+
+def hungarian_match_correct(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per sample 0/1 under the best one-to-one cluster-to-class matching; unmatched clusters
+    (more clusters than classes) count as wrong."""
     from scipy.optimize import linear_sum_assignment
 
-    table, _, _ = contingency(true, pred)
+    table, classes, clusters = contingency(true, pred)
     rows, cols = linear_sum_assignment(table, maximize=True)
-    return float(table[rows, cols].sum()) / float(table.sum())
+    class_of_cluster = np.full(clusters.size, -1, dtype=np.int64)
+    class_of_cluster[cols] = rows
+    return _correct(true, pred, classes, clusters, class_of_cluster)
 
 
 def clustering_scores(
@@ -328,12 +428,15 @@ def clustering_scores(
         raise ValueError(f"clustering needs at least 2 classes, got {n_classes}")
     kind = resolve_affinity(x.shape[0], affinity)
     pred = spectral_clusters(x, n_classes, seed=seed, affinity=kind, n_neighbors=n_neighbors)
+    greedy, hungarian = greedy_match_correct(y, pred), hungarian_match_correct(y, pred)
     return ClusteringResult(
         n_samples=int(x.shape[0]),
         n_clusters=n_classes,
         affinity=kind,
-        greedy_accuracy=greedy_match_accuracy(y, pred),
-        hungarian_accuracy=hungarian_match_accuracy(y, pred),
+        greedy_accuracy=float(greedy.mean()),
+        hungarian_accuracy=float(hungarian.mean()),
         nmi=float(normalized_mutual_info_score(y, pred)),
         ari=float(adjusted_rand_score(y, pred)),
+        greedy_correct=greedy,
+        hungarian_correct=hungarian,
     )

@@ -8,19 +8,25 @@ Pure numpy: the work is one [M, D] x [D, K] matmul per trial, which BLAS does as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class FewShotResult:
-    """Top-1 accuracy over trials. ``std`` is the sample std (ddof=1) unless asked otherwise."""
+    """Top-1 accuracy over trials. ``std`` is the sample std (ddof=1) unless asked otherwise.
+
+    ``per_sample`` [M]: for each test sample, the fraction of trials that classified it
+    correctly, in test order; its mean is ``mean`` exactly, so a bootstrap over test samples
+    gives an interval for the test-set part of the uncertainty (``std`` is the support-set part).
+    """
 
     n_shot: int
     mean: float
     std: float
     per_trial: tuple[float, ...]
+    per_sample: np.ndarray = field(default=None, repr=False, compare=False)
 
 
 def _as_split(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,12 +120,16 @@ def fewshot_accuracy(
     test_n = _l2_normalize(test_x)
     n_classes = classes.size
     accs = []
+    correct_count = np.zeros(test_y.shape[0], dtype=np.int64)
     for t in range(trials):
         idx = support_indices(train_y, n_shot=n_shot, trial=t, seed=seed)
         support = _l2_normalize(train_x[idx]).reshape(n_classes, n_shot, -1)
         prototypes = support.mean(axis=1)  # not re-normalised (the study's rule)
         pred = np.argmax(test_n @ prototypes.T, axis=1)
-        accs.append(float(np.mean(pred == target)))
+        correct = pred == target
+        correct_count += correct
+        accs.append(float(np.mean(correct)))
     per_trial = tuple(accs)
     std = float(np.std(accs, ddof=ddof)) if len(accs) > ddof else float("nan")
-    return FewShotResult(n_shot=int(n_shot), mean=float(np.mean(accs)), std=std, per_trial=per_trial)
+    return FewShotResult(n_shot=int(n_shot), mean=float(np.mean(accs)), std=std, per_trial=per_trial,
+                         per_sample=correct_count / trials)

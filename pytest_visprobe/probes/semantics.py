@@ -20,11 +20,18 @@ def label_probe(
 ) -> tuple[Metric, LinearHead]:
     """Multinomial logistic regression; top-1 on the test split. Returns the head for reuse."""
     train_t = torch.as_tensor(train_y, dtype=torch.long)
-    head = fit_probe(train_x, train_t, n_outputs=n_classes, weight_decays=config.weight_decays,
-                     val_fraction=config.val_fraction, score=top1, seed=seed,
-                     max_iter=config.max_iter)
+    if config.recipe == "adam":  # the study's transfer recipe (paper profile)
+        from .transfer import fit_adam_probe
+
+        head = fit_adam_probe(train_x, train_t, n_classes=n_classes, lr=config.adam_lr,
+                              weight_decay=config.adam_weight_decay, epochs=config.adam_epochs,
+                              batch_size=config.adam_batch_size, seed=seed)
+    else:
+        head = fit_probe(train_x, train_t, n_outputs=n_classes, weight_decays=config.weight_decays,
+                         val_fraction=config.val_fraction, score=top1, seed=seed,
+                         max_iter=config.max_iter)
     value = top1(head.logits(test_x), torch.as_tensor(test_y, dtype=torch.long))
-    details = {"weight_decay": head.weight_decay, "n_train": int(len(train_y)),
+    details = {"weight_decay": head.weight_decay, "recipe": config.recipe, "n_train": int(len(train_y)),
                "n_test": int(len(test_y)), "chance": 1.0 / n_classes}
     return Metric("label_probe", "top1", value, details=details), head
 
