@@ -27,6 +27,7 @@ LIMIT_OPTION = "--visprobe-limit"
 THRESHOLDS_OPTION = "--visprobe-thresholds"
 BASELINE_OPTION = "--visprobe-baseline"
 TOLERANCE_OPTION = "--visprobe-tolerance"
+TRANSFORMATIONS_DATASET_OPTION = "--visprobe-transformations-dataset"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -140,6 +141,9 @@ OPTIONS: tuple[Option, ...] = (
            "more than the tolerance fails (default: none).", parse=existing_file, metavar="FILE"),
     Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
            f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),
+    Option(TRANSFORMATIONS_DATASET_OPTION, "source images for the transformation probes instead "
+           "of the profile's (quick: photos, shapes), repeatable: a registered name or "
+           "imagefolder:PATH.", repeatable=True, metavar="SPEC"),
 )
 
 

@@ -72,3 +72,13 @@ LABEL_TOP1 = register_metric(MetricSpec(
     "label_probe", "top1", True, "top-1 accuracy of a linear (multinomial logistic) probe on frozen embeddings"))
 ATTRIBUTE_MAP = register_metric(MetricSpec(
     "attribute_probe", "mAP", True, "mean average precision of per-attribute logistic probes (multi-label)"))
+
+for _probe, _kind in (("transformation_linear", "linear (multinomial logistic)"),
+                      ("transformation_mlp", "one-hidden-layer MLP")):
+    register_metric(MetricSpec(_probe, "fine_grained_top1", True,
+                               f"top-1 of a {_kind} probe naming which transformation was applied"))
+    register_metric(MetricSpec(_probe, "grouped_top1", True,
+                               f"top-1 of a {_kind} probe naming the transformation's family"))
+    register_metric(MetricSpec(_probe, "generalization_top1", True,
+                               f"top-1 of a {_kind} family probe on transformations held out of its training"))
+del _probe, _kind
