@@ -47,3 +47,5 @@ def write_plots(card: "Scorecard", directory: Path) -> list[Path]:
             warnings.warn(f"visprobe: plot {target} could not be drawn ({type(exc).__name__}: {exc}); "
                           f"the scorecard is unaffected.", stacklevel=2)
     return written
+register_plot("transformation_linear", "pytest_visprobe.plots.transformations:plot_confusion")
+register_plot("transformation_mlp", "pytest_visprobe.plots.transformations:plot_confusion")
