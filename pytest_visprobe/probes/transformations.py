@@ -90,8 +90,8 @@ def fit_mlp(x: torch.Tensor, y: torch.Tensor, *, n_classes: int, config: MLPProb
     x = ((x - mean) / scale).float()
     y = y.long()
     generator = torch.Generator().manual_seed(seed)
-    hidden = torch.nn.Linear(x.shape[1], config.hidden)
-    out = torch.nn.Linear(config.hidden, n_classes)
+    hidden = torch.nn.utils.skip_init(torch.nn.Linear, x.shape[1], config.hidden)
+    out = torch.nn.utils.skip_init(torch.nn.Linear, config.hidden, n_classes)
     with torch.no_grad():  # torch's default init (Kaiming-uniform, a=√5), drawn from our generator
         for layer in (hidden, out):
             bound = 1.0 / np.sqrt(layer.in_features)
