@@ -148,7 +148,7 @@ def test_views_are_the_bank_applied_to_rows_of_the_same_split():
         np.testing.assert_array_equal(split.sources, original.sources[rows])
         assert list(views.family_labels(split_name)) == [
             views.families.index(list_transformations()[c].family) for c in split.labels]
-    # sizes: ceil(41 * 5 / 4) = 52 of the 60 train crops, all 30 test crops (ceil(41 * 2 / 4) = 21 → 21)
+    # just enough source crops: ceil(41 · 5 / 4) = 52 of the 60 train crops, ceil(41 · 2 / 4) = 21 of 30 test
     assert len(views.split("train")) == 52 * 4 and len(views.split("test")) == 21 * 4
     # split by source image, and for photos by source photo too
     assert not set(views.split("train").sources) & set(views.split("test").sources)
