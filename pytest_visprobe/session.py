@@ -91,7 +91,8 @@ class VisprobeSession:
         return path if path.is_absolute() else self.rootdir / path
 
     def datasets_for(self, role: str) -> list[str]:
-        """Dataset specs for a probe role; ``--visprobe-dataset`` replaces the label role's."""
+        """Dataset specs for a probe role; ``--visprobe-dataset`` replaces the label role's,
+        ``--visprobe-transformations-dataset`` the transformations role's."""
         if role == "label" and self.dataset_overrides:
             return list(self.dataset_overrides)
         if role == "transformations" and self.options.get("visprobe_transformations_dataset"):
