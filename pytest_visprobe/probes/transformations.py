@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import VisprobeError
 from ..profiles import LinearProbeConfig, MLPProbeConfig
 from ..results import Metric
 from .linear import fit_probe, standardizer, top1
@@ -30,7 +31,7 @@ from .linear import fit_probe, standardizer, top1
 Classifier = Callable[[torch.Tensor, torch.Tensor, int], Callable[[torch.Tensor], torch.Tensor]]
 
 
-class TransformationProbeError(ValueError):
+class TransformationProbeError(VisprobeError):
     """A task cannot be scored on the given views; the message says which sizes to raise."""
 
 
