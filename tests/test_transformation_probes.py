@@ -154,6 +154,24 @@ def test_views_are_the_bank_applied_to_rows_of_the_same_split():
     assert not set(views.split("train").sources) & set(views.split("test").sources)
 
 
+def test_views_of_an_imagefolder_decode_each_file_then_transform(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            pixels = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    source = load_dataset(f"imagefolder:{tmp_path}", image_size=32)
+    views = transformed_views(source, seed=0, per_image=2, per_transformation={"train": 1, "test": 1})
+    split, original = views.split("test"), source.split("test")
+    images = split.images.get(range(len(split)))
+    assert images.shape == (len(split), 32, 32, 3) and len(split) == 2 * len(original)
+    for i in range(len(split)):
+        decoded = original.images.get([views.source_rows("test")[i]])[0]
+        expected = apply_transformation(views.class_names[split.labels[i]], decoded, seed=int(split.images.seeds[i]))
+        np.testing.assert_array_equal(images[i], expected)
+
+
 def test_fingerprint_is_stable_and_tracks_seed_list_and_behaviour():
     source = load_dataset("shapes", n_train=20, n_test=10, image_size=32)
 
