@@ -31,6 +31,7 @@ DATA_ROOT_OPTION = "--visprobe-data-root"
 DOWNLOAD_OPTION = "--visprobe-download"
 LIST_OPTION = "--visprobe-list"
 TEXT_MODEL_OPTION = "--visprobe-text-model"
+TRANSFORMATIONS_DATASET_OPTION = "--visprobe-transformations-dataset"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -164,6 +165,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(TEXT_MODEL_OPTION, "text model whose embeddings of 'a photo of {label}.' the similarity "
            "probe compares with each encoder: minilm (default, offline), open_clip:ARCH/PRETRAINED or "
            "hf:MODEL.", parse=text_model, default="minilm", metavar="SPEC"),
+    Option(TRANSFORMATIONS_DATASET_OPTION, "source images for the transformation probes instead "
+           "of the profile's (quick: photos, shapes), repeatable: a registered name or "
+           "imagefolder:PATH.", repeatable=True, metavar="SPEC"),
 )
 
 

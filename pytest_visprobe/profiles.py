@@ -65,6 +65,37 @@ class SimilarityConfig(BaseModel):
         return value
 
 
+class MLPProbeConfig(BaseModel):
+    """A one-hidden-layer MLP probe on cached features (Adam, seeded). The L2 penalty is
+    ``weight_decay / 2 · ‖W‖²`` on the weights (not biases), scikit-learn's
+    ``MLPClassifier(alpha=weight_decay · batch_size)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: int = Field(256, gt=0)  # hidden units (ReLU)
+    epochs: int = Field(60, gt=0)  # passes over the training features
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)  # Adam learning rate
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class TransformationProbeConfig(BaseModel):
+    """Transformation detection (PROTOCOLS.md C): how many transformed views to embed.
+
+    Each source image of a split gets ``per_image`` different transformations (a seeded,
+    balanced assignment), and just enough source images are used for every transformation to
+    appear about ``train_per_transformation`` (``test_...``) times in that split; a smaller
+    dataset gives fewer views.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_image: int = Field(3, gt=0)  # transformations applied to each source image
+    train_per_transformation: int = Field(24, gt=0)  # views of each transformation in train
+    test_per_transformation: int = Field(12, gt=0)  # ... and in test
+    mlp: MLPProbeConfig = MLPProbeConfig()
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,6 +110,7 @@ class Profile(BaseModel):
     fewshot: FewShotConfig = FewShotConfig()
     clustering: ClusteringConfig = ClusteringConfig()
     similarity: SimilarityConfig = SimilarityConfig()
+    transformations: TransformationProbeConfig = TransformationProbeConfig()
 
 
 PROFILES: dict[str, Profile] = {

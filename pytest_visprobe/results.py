@@ -109,3 +109,14 @@ SIMILARITY_REFERENCE = register_metric(MetricSpec(
     "similarity", "rsa_reference", True,
     "Pearson r between the encoder's Welch-t class RDM and the reference encoder's (the first --encoder)",
     lower=-1.0))
+
+
+for _probe, _kind in (("transformation_linear", "linear (multinomial logistic)"),
+                      ("transformation_mlp", "one-hidden-layer MLP")):
+    register_metric(MetricSpec(_probe, "fine_grained_top1", True,
+                               f"top-1 of a {_kind} probe naming which transformation was applied"))
+    register_metric(MetricSpec(_probe, "grouped_top1", True,
+                               f"top-1 of a {_kind} probe naming the transformation's family"))
+    register_metric(MetricSpec(_probe, "generalization_top1", True,
+                               f"top-1 of a {_kind} family probe on transformations held out of its training"))
+del _probe, _kind

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .encoder_refs import EncoderRef, parse_encoder_ref
 from .errors import ConfigError
-from .options import THRESHOLDS_FILENAME, default_cache_dir
+from .options import DATASET_OPTION, THRESHOLDS_FILENAME, TRANSFORMATIONS_DATASET_OPTION, default_cache_dir
 from .profiles import Profile, get_profile
 from .scorecard import DatasetInfo, EncoderInfo, Outcome, Record, Scorecard, load_scorecard
 from .thresholds import Thresholds, load_thresholds
@@ -64,6 +64,8 @@ class VisprobeSession:
             raise ConfigError(str(exc)) from None
         for spec in options["visprobe_dataset"]:
             validate_dataset_spec(spec)
+        for spec in options.get("visprobe_transformations_dataset", []):
+            validate_dataset_spec(spec, TRANSFORMATIONS_DATASET_OPTION)
         session = cls(options=options, profile=profile, encoder_refs=refs,
                       dataset_overrides=list(options["visprobe_dataset"]), rootdir=rootdir,
                       worker_id=worker_id)
@@ -89,9 +91,12 @@ class VisprobeSession:
         return path if path.is_absolute() else self.rootdir / path
 
     def datasets_for(self, role: str) -> list[str]:
-        """Dataset specs for a probe role; ``--visprobe-dataset`` replaces the label role's."""
+        """Dataset specs for a probe role; ``--visprobe-dataset`` replaces the label role's,
+        ``--visprobe-transformations-dataset`` the transformations role's."""
         if role == "label" and self.dataset_overrides:
             return list(self.dataset_overrides)
+        if role == "transformations" and self.options.get("visprobe_transformations_dataset"):
+            return list(self.options["visprobe_transformations_dataset"])
         try:
             return list(self.profile.datasets[role])
         except KeyError:
@@ -197,20 +202,20 @@ class VisprobeSession:
         )
 
 
-def validate_dataset_spec(spec: str) -> None:
+def validate_dataset_spec(spec: str, option: str = DATASET_OPTION) -> None:
     """Unknown dataset names fail at start-up with a did-you-mean, before anything runs."""
     from .datasets import list_datasets
 
     name, sep, path = spec.partition(":")
     if name == "imagefolder" and sep:
         if not Path(path).is_dir():
-            raise ConfigError(f"--visprobe-dataset={spec}: folder not found ({Path(path).resolve()}).")
+            raise ConfigError(f"{option}={spec}: folder not found ({Path(path).resolve()}).")
         return
     names = [entry.name for entry in list_datasets()]
     if spec not in names:
         guess = difflib.get_close_matches(spec, names, n=1)
         hint = f" Did you mean {guess[0]!r}?" if guess else ""
         raise ConfigError(
-            f"--visprobe-dataset={spec}: unknown dataset.{hint} Registered: {', '.join(sorted(names))}; "
+            f"{option}={spec}: unknown dataset.{hint} Registered: {', '.join(sorted(names))}; "
             f"or imagefolder:PATH for class-per-folder images."
         )

@@ -51,3 +51,5 @@ def write_plots(card: "Scorecard", directory: Path) -> list[Path]:
 
 register_plot("fewshot", "pytest_visprobe.plots.generalization:plot_fewshot")
 register_plot("similarity", "pytest_visprobe.plots.generalization:plot_similarity")
+register_plot("transformation_linear", "pytest_visprobe.plots.transformations:plot_confusion")
+register_plot("transformation_mlp", "pytest_visprobe.plots.transformations:plot_confusion")
