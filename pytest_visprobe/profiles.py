@@ -21,6 +21,20 @@ class LinearProbeConfig(BaseModel):
     max_iter: int = Field(200, gt=0)  # L-BFGS iterations per fit
 
 
+class LocalizationConfig(BaseModel):
+    """Dense probes on cached feature maps (PROTOCOLS.md B): linear 1×1 conv heads, AdamW."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(30, gt=0)  # passes over the cached train maps, per head
+    batch_size: int = Field(64, gt=0)  # images per AdamW step
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    train_mask_size: int = Field(32, gt=0)  # segmentation loss at most this side; scored at full size
+    max_detections: int = Field(20, gt=0)  # boxes kept per image (top heat-map peaks)
+    roi_size: int = Field(2, gt=0)  # RoIAlign output side for region features (roi_size² · C dims)
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,13 +46,15 @@ class Profile(BaseModel):
     dataset_options: dict[str, dict[str, Any]] = {}
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     batch_size: int = 64
+    localization: LocalizationConfig = LocalizationConfig()
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         description="embedded datasets at small sizes; offline, CPU in minutes",
-        datasets={"label": ("shapes", "digits"), "attributes": ("shapes",)},
+        datasets={"label": ("shapes", "digits"), "attributes": ("shapes",),
+                  "localization": ("shapes",)},
         dataset_options={
             "shapes": {"n_train": 600, "n_test": 300, "image_size": 64},
             "digits": {"image_size": 32},
