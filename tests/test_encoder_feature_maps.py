@@ -75,3 +75,20 @@ def test_bare_module_map_is_its_last_spatial_activation():
 def test_module_without_spatial_activation_has_no_map():
     encoder = as_encoder(nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 4)), name="mlp")
     assert not encoder.has_feature_map
+
+
+def test_forward_features_tokens_drop_prefix_tokens_and_follow_the_aspect_ratio():
+    class Tokens(nn.Module):
+        num_prefix_tokens = 2  # e.g. a class token and a register token
+
+        def forward_features(self, x):
+            n = x.shape[0]
+            patches = torch.arange(3 * 6 * 5, dtype=torch.float32).view(1, 3 * 6, 5).expand(n, -1, -1)
+            return torch.cat([torch.full((n, 2, 5), -1.0), patches], dim=1)  # 3×6 grid of 5-dim tokens
+
+        def forward(self, x):
+            return self.forward_features(x).mean(dim=1)
+
+    fmap = as_encoder(Tokens(), name="tok").feature_map(torch.rand(2, 3, 32, 64))  # twice as wide as tall
+    assert fmap.shape == (2, 5, 3, 6) and (fmap >= 0).all()
+    torch.testing.assert_close(fmap[0, :, 1, 2], torch.arange(5, dtype=torch.float32) + 5 * (1 * 6 + 2))
