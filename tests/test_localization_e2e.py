@@ -43,6 +43,8 @@ def test_localization_suite_with_a_cnn_and_a_vit(suite):
     seg = next(r for r in card["records"] if r["encoder"] == "vit" and r["probe"] == "segmentation_probe")
     assert seg["details"]["feature_map_size"] == [4, 4]
     assert set(seg["details"]["per_class_iou"]) == {"background", "circle", "square", "triangle", "star", "cross"}
+    plot = suite.pytester.path / "visprobe-report" / "localization-shapes.png"
+    assert plot.read_bytes().startswith(b"\x89PNG")
     # one forward pass per encoder x split for the whole suite: the maps are cached and shared
     result.stdout.fnmatch_lines(["feature sets: 4 computed, 0 from cache*"])
 

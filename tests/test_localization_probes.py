@@ -83,11 +83,12 @@ def test_segmentation_probe_value_is_the_numpy_miou_of_its_predictions(shapes):
     from pytest_visprobe.probes.segmentation import fit_segmentation_head, predict_masks
 
     train, test = shapes.split("train"), shapes.split("test")
-    head = fit_segmentation_head(spatial_map(train), train.semantic_masks, n_classes=5, config=CONFIG, seed=0)
+    config = LocalizationConfig(epochs=5)
+    head = fit_segmentation_head(spatial_map(train), train.semantic_masks, n_classes=5, config=config, seed=0)
     pred = predict_masks(head, spatial_map(test), (64, 64)).numpy()
     _, expected = numpy_miou(pred, test.semantic_masks.astype(np.int64), 6)
     metric = segmentation_probe(spatial_map(train), train.semantic_masks, spatial_map(test), test.semantic_masks,
-                                class_names=shapes.class_names, config=CONFIG, seed=0)
+                                class_names=shapes.class_names, config=config, seed=0)
     assert metric.value == pytest.approx(expected, abs=1e-6)
 
 
