@@ -118,8 +118,7 @@ def decode_detections(out: torch.Tensor, *, n_classes: int, image_size: tuple[in
     boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
     boxes[..., 0::2] = boxes[..., 0::2].clamp(0, img_w)
     boxes[..., 1::2] = boxes[..., 1::2].clamp(0, img_h)
-    return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)
-            ] if n else []
+    return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
 
 
 def detect(head: ConvHead, maps: torch.Tensor, *, n_classes: int, image_size: tuple[int, int],

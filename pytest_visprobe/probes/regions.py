@@ -26,7 +26,12 @@ def region_features(maps: torch.Tensor, boxes: Sequence[np.ndarray], *, image_si
     h, w = maps.shape[-2:]
     img_h, img_w = image_size
     if abs(h / img_h - w / img_w) > 1e-6 * max(h, w):
-        raise ValueError(f"feature map {h}×{w} and images {img_h}×{img_w} have different aspect ratios")
+        from ..errors import EncoderOutputError
+
+        raise EncoderOutputError(
+            f"the feature map is {h}×{w} for {img_h}×{img_w} images: its aspect ratio differs, so "
+            f"boxes cannot be mapped onto it. Make feature_map() cover the whole image (no crop or "
+            f"padding of one side), or resize the dataset's images to the encoder's aspect ratio.")
     rois = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)) for b in boxes]
     pooled = roi_align(maps.float(), rois, output_size=roi_size, spatial_scale=h / img_h,
                        sampling_ratio=2, aligned=True)

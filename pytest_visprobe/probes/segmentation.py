@@ -74,14 +74,16 @@ def segmentation_probe(
     names = ["background", *class_names]
     iou = per_class_iou(pred, target, len(names))
     present = ~np.isnan(iou)
-    # chance: always predicting background scores IoU = background share on one label only
+    # chance: "background everywhere" scores the background share on that label and 0 on every
+    # other label present in the truth
     background_share = float((target == 0).float().mean())
+    labels_in_truth = int(torch.unique(target).numel())
     details = {
         "per_class_iou": {n: (None if np.isnan(v) else round(float(v), 4)) for n, v in zip(names, iou)},
         "pixel_accuracy": float((pred == target).float().mean()),
         "feature_map_size": list(train_maps.shape[-2:]),
         "mask_size": list(target.shape[-2:]),
-        "chance": background_share / max(1, int(present.sum())),
+        "chance": background_share / labels_in_truth,
         "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
     }
     return Metric("segmentation_probe", "mIoU", float(iou[present].mean()), details=details)
