@@ -247,3 +247,10 @@ def test_spatial_map_localizes_and_tiled_embedding_does_not_but_still_names_obje
     # ... what: yet its regions still name their objects far above chance (0.2)
     assert region["good"] > 0.9
     assert region["flat"] > 2.5 * (1 / N_CLASSES)
+
+
+def test_region_features_map_each_axis_on_its_own():
+    # an encoder that squashed 64×64 images to a 4×8 map: x and y scale differently
+    maps = torch.arange(8, dtype=torch.float32).view(1, 1, 1, 8).expand(1, 1, 4, 8).contiguous()
+    feats = region_features(maps, [np.array([[8.0, 0.0, 40.0, 64.0]], dtype=np.float32)], image_size=(64, 64), roi_size=1)
+    np.testing.assert_allclose(feats[:, 0].numpy(), [24 / 8 - 0.5], atol=1e-5)

@@ -25,15 +25,10 @@ def region_features(maps: torch.Tensor, boxes: Sequence[np.ndarray], *, image_si
 
     h, w = maps.shape[-2:]
     img_h, img_w = image_size
-    if abs(h / img_h - w / img_w) > 1e-6 * max(h, w):
-        from ..errors import EncoderOutputError
-
-        raise EncoderOutputError(
-            f"the feature map is {h}×{w} for {img_h}×{img_w} images: its aspect ratio differs, so "
-            f"boxes cannot be mapped onto it. Make feature_map() cover the whole image (no crop or "
-            f"padding of one side), or resize the dataset's images to the encoder's aspect ratio.")
-    rois = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)) for b in boxes]
-    pooled = roi_align(maps.float(), rois, output_size=roi_size, spatial_scale=h / img_h,
+    # boxes to map cells per axis: the map covers the whole image, even if the encoder squashed it
+    scale = torch.tensor([w / img_w, h / img_h, w / img_w, h / img_h])
+    rois = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)) * scale for b in boxes]
+    pooled = roi_align(maps.float(), rois, output_size=roi_size, spatial_scale=1.0,
                        sampling_ratio=2, aligned=True)
     return pooled.flatten(1)
 
