@@ -92,3 +92,21 @@ def test_forward_features_tokens_drop_prefix_tokens_and_follow_the_aspect_ratio(
     fmap = as_encoder(Tokens(), name="tok").feature_map(torch.rand(2, 3, 32, 64))  # twice as wide as tall
     assert fmap.shape == (2, 5, 3, 6) and (fmap >= 0).all()
     torch.testing.assert_close(fmap[0, :, 1, 2], torch.arange(5, dtype=torch.float32) + 5 * (1 * 6 + 2))
+
+
+def test_timm_loader_gives_vit_maps(tmp_path):
+    """``--encoder=timm:NAME@FILE`` goes through the same map: patch grid at the model's input size."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    from pytest_visprobe.encoder_refs import parse_encoder_ref
+    from pytest_visprobe.encoders import load_encoder
+
+    model = _random(lambda: timm.create_model("test_vit", pretrained=False, num_classes=0))
+    save_file(model.state_dict(), str(tmp_path / "vit.safetensors"))
+    encoder = load_encoder(parse_encoder_ref(f"timm:test_vit@{tmp_path / 'vit.safetensors'}"))
+    assert encoder.has_feature_map
+    with torch.no_grad():
+        fmap = encoder.feature_map(IMAGES)
+        tokens = model.forward_features(encoder.preprocess(IMAGES))
+    torch.testing.assert_close(fmap, tokens[:, 1:].reshape(2, 10, 10, -1).permute(0, 3, 1, 2))
