@@ -47,4 +47,6 @@ def write_plots(card: "Scorecard", directory: Path) -> list[Path]:
             warnings.warn(f"visprobe: plot {target} could not be drawn ({type(exc).__name__}: {exc}); "
                           f"the scorecard is unaffected.", stacklevel=2)
     return written
+
+
 register_plot("region_label_probe", "pytest_visprobe.plots.localization:plot_localization")  # every dense dataset has boxes
