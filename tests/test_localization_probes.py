@@ -237,7 +237,7 @@ def test_spatial_map_localizes_and_tiled_embedding_does_not_but_still_names_obje
     region = {name: region_label_probe(
         region_features(a, train.boxes, image_size=(64, 64), roi_size=2), train.box_labels,
         region_features(b, test.boxes, image_size=(64, 64), roi_size=2), test.box_labels,
-        n_classes=N_CLASSES, config=LinearProbeConfig(), seed=0).value
+        n_classes=N_CLASSES, config=LinearProbeConfig(), seed=0)
         for name, (a, b) in {"good": good, "flat": flat}.items()}
 
     assert seg["good"].value > 0.5 and det["good"]["AP50"] > 0.8 and det["good"]["mAP"] > 0.5
@@ -245,8 +245,10 @@ def test_spatial_map_localizes_and_tiled_embedding_does_not_but_still_names_obje
     assert seg["flat"].value < seg["flat"].details["chance"] + 0.05
     assert det["flat"]["AP50"] < 0.05 and det["flat"]["mAP"] < 0.02
     # ... what: yet its regions still name their objects far above chance (0.2)
-    assert region["good"] > 0.9
-    assert region["flat"] > 2.5 * (1 / N_CLASSES)
+    assert region["good"].value > 0.9
+    assert region["good"].per_sample.mean() == pytest.approx(region["good"].value)  # one 0/1 per box
+    assert len(region["good"].per_sample) == sum(len(b) for b in test.boxes)
+    assert region["flat"].value > 2.5 * (1 / N_CLASSES)
 
 
 def test_region_features_map_each_axis_on_its_own():

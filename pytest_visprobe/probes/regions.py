@@ -35,9 +35,11 @@ def region_features(maps: torch.Tensor, boxes: Sequence[np.ndarray], *, image_si
 
 def region_label_probe(train_x, train_labels, test_x, test_labels, *, n_classes: int, config, seed: int) -> Metric:
     """Top-1 of a linear probe on region features; one sample per ground-truth object."""
-    metric, _ = label_probe(train_x, np.concatenate(train_labels), test_x, np.concatenate(test_labels),
-                            n_classes=n_classes, config=config, seed=seed)
-    return dataclasses.replace(metric, probe="region_label_probe")
+    test_y = np.concatenate(test_labels)
+    metric, head = label_probe(train_x, np.concatenate(train_labels), test_x, test_y,
+                               n_classes=n_classes, config=config, seed=seed)
+    correct = (head.logits(test_x).argmax(dim=1).numpy() == test_y).astype(np.float64)  # per box
+    return dataclasses.replace(metric, probe="region_label_probe", per_sample=correct)
 
 
 def region_attribute_probe(train_x, train_attributes, test_x, test_attributes, *, attribute_names,
