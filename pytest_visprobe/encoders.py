@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -87,7 +88,8 @@ class ModuleEncoder(Encoder):
     """Wraps an ``nn.Module``: resize → normalise → module → pool to ``[N, D]``.
 
     4-D outputs are average-pooled, 3-D token outputs are averaged over tokens; the spatial
-    map comes from ``map_fn`` (or the module's ``forward_features`` when it returns 4-D).
+    map comes from ``map_fn``, else from ``default_map_fn(module)`` (timm/open_clip
+    intermediates, ``forward_features``, or the last 4-D activation).
     """
 
     def __init__(
@@ -112,9 +114,7 @@ class ModuleEncoder(Encoder):
         # not `embed_fn or module`: assigning the module again would register it twice, doubling
         # the state dict (and the weights hashed by fingerprint())
         self._embed_fn = embed_fn
-        if map_fn is None and callable(getattr(module, "forward_features", None)):
-            map_fn = module.forward_features
-        self._map_fn = map_fn
+        self._map_fn = map_fn if map_fn is not None else default_map_fn(module)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -150,6 +150,91 @@ class ModuleEncoder(Encoder):
         if self._map_fn is None:
             raise NotImplementedError(f"{self.name} has no feature_map()")
         return _first_tensor(self._map_fn(self.preprocess(images)), self.name)
+
+
+# --------------------------------------------------------------------------- feature maps
+
+
+def default_map_fn(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """How to get ``[N, C, h, w]`` from a module, or ``None`` when it has no spatial activation.
+
+    In order: timm's ``forward_intermediates`` (last block; ViT patch tokens as a grid, prefix
+    tokens dropped, final norm applied), open_clip visual towers' ``forward_intermediates``
+    (ModifiedResNet and ViT), ``forward_features`` (4-D, or tokens reshaped to a grid), and for
+    any other module the last 4-D activation with more than one position (forward hooks).
+    """
+    kind = type(module).__module__.split(".")[0]
+    if kind == "timm" and callable(getattr(module, "forward_intermediates", None)):
+        return functools.partial(_timm_map, module)
+    if kind == "open_clip" and callable(getattr(module, "forward_intermediates", None)):
+        return functools.partial(_open_clip_map, module)
+    if callable(getattr(module, "forward_features", None)):
+        return functools.partial(_forward_features_map, module)
+    spatial = (nn.Conv2d, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
+               nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+    if any(isinstance(m, spatial) for m in module.modules()):
+        return functools.partial(_last_4d_activation, module)
+    return None
+
+
+def _timm_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.forward_intermediates(x, indices=1, norm=True, output_fmt="NCHW",
+                                       intermediates_only=True)[-1]
+
+
+def _open_clip_map(visual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = visual.forward_intermediates(x, indices=1, normalize_intermediates=True, output_fmt="NCHW",
+                                       intermediates_only=True)
+    return out["image_intermediates"][-1]
+
+
+def _forward_features_map(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = _first_tensor(module.forward_features(x), type(module).__name__)
+    if out.ndim == 3:  # tokens [N, T, D]: drop class/register tokens, lay patches out as a grid
+        out = tokens_to_grid(out, getattr(module, "num_prefix_tokens", 0), x.shape[-2:])
+    return out
+
+
+def tokens_to_grid(tokens: torch.Tensor, num_prefix_tokens: int, image_size) -> torch.Tensor:
+    """``[N, P + h·w, D]`` → ``[N, D, h, w]``, with ``h/w`` following the image's aspect ratio."""
+    patches = tokens[:, num_prefix_tokens:]
+    n, t, d = patches.shape
+    img_h, img_w = int(image_size[0]), int(image_size[1])
+    h = max(1, round((t * img_h / img_w) ** 0.5))
+    w = t // h
+    if h * w != t:
+        from .errors import EncoderOutputError
+
+        raise EncoderOutputError(
+            f"cannot lay {t} patch tokens out on a grid for {img_h}×{img_w} images (after dropping "
+            f"{num_prefix_tokens} prefix tokens); set `num_prefix_tokens` on the module or implement "
+            f"feature_map() on an Encoder subclass."
+        )
+    return patches.transpose(1, 2).reshape(n, d, h, w)
+
+
+def _last_4d_activation(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    found: list[torch.Tensor] = []
+
+    def keep(_mod, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-2] * output.shape[-1] > 1:
+            found.append(output)
+
+    handles = [m.register_forward_hook(keep) for m in module.modules()]
+    try:
+        module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not found:
+        from .errors import EncoderOutputError
+
+        raise EncoderOutputError(
+            f"{type(module).__name__} produced no 4-D activation with more than one position, so it "
+            f"has no feature map; give it forward_features() returning [N, C, h, w], or implement "
+            f"feature_map() on a pytest_visprobe.Encoder subclass."
+        )
+    return found[-1]
 
 
 def _channel_buffer(values: Sequence[float] | None, fill: float) -> torch.Tensor:

@@ -96,6 +96,20 @@ class TransformationProbeConfig(BaseModel):
     mlp: MLPProbeConfig = MLPProbeConfig()
 
 
+class LocalizationConfig(BaseModel):
+    """Dense probes on cached feature maps (PROTOCOLS.md B): linear 1×1 conv heads, AdamW."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(30, gt=0)  # passes over the cached train maps, per head
+    batch_size: int = Field(64, gt=0)  # images per AdamW step
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    train_mask_size: int = Field(32, gt=0)  # segmentation loss at most this side; scored at full size
+    max_detections: int = Field(20, gt=0)  # boxes kept per image (top heat-map peaks)
+    roi_size: int = Field(2, gt=0)  # RoIAlign output side for region features (roi_size² · C dims)
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -111,6 +125,7 @@ class Profile(BaseModel):
     clustering: ClusteringConfig = ClusteringConfig()
     similarity: SimilarityConfig = SimilarityConfig()
     transformations: TransformationProbeConfig = TransformationProbeConfig()
+    localization: LocalizationConfig = LocalizationConfig()
 
 
 PROFILES: dict[str, Profile] = {

@@ -49,6 +49,15 @@ class Recorder:
                 f"--visprobe-dataset or the profile."
             )
 
+    def require_feature_map(self, encoder: "Encoder") -> None:
+        """Skip dense probes (with what to implement) when the encoder gives no spatial map."""
+        if not encoder.has_feature_map:
+            pytest.skip(
+                f"encoder {encoder.name!r} has no feature_map(), which the dense (localization) "
+                f"probes need; implement `feature_map(images) -> Tensor[N, C, h, w]` on its Encoder "
+                f"subclass, or return a module with forward_features() or a 4-D (conv) activation."
+            )
+
     def features(self, encoder: "Encoder", dataset: "Dataset", split: str, view: str = "embed") -> "torch.Tensor":
         """Cached features of one split (computed at most once per session, reused from disk)."""
         self._note(encoder, dataset)

@@ -120,3 +120,18 @@ for _probe, _kind in (("transformation_linear", "linear (multinomial logistic)")
     register_metric(MetricSpec(_probe, "generalization_top1", True,
                                f"top-1 of a {_kind} family probe on transformations held out of its training"))
 del _probe, _kind
+
+SEGMENTATION_MIOU = register_metric(MetricSpec(
+    "segmentation_probe", "mIoU", True,
+    "mean IoU over classes and background of a linear 1x1-conv head on the frozen feature map"))
+DETECTION_MAP = register_metric(MetricSpec(
+    "detection_probe", "mAP", True, "COCO box mAP@[.5:.95] of a linear centre heat-map head on the feature map"))
+DETECTION_AP50 = register_metric(MetricSpec(
+    "detection_probe", "AP50", True, "COCO box AP at IoU 0.5 of a linear centre heat-map head on the feature map"))
+INSTANCE_MASK_MAP = register_metric(MetricSpec(
+    "instance_segmentation_probe", "mask_mAP", True,
+    "COCO mask mAP@[.5:.95]: centre-head boxes filled with the segmentation head's class pixels"))
+REGION_LABEL_TOP1 = register_metric(MetricSpec(
+    "region_label_probe", "top1", True, "top-1 object label from RoI-pooled feature-map regions (ground-truth boxes)"))
+REGION_ATTRIBUTE_MAP = register_metric(MetricSpec(
+    "region_attribute_probe", "mAP", True, "attribute mAP from RoI-pooled feature-map regions (ground-truth boxes)"))

@@ -106,7 +106,7 @@ def test_module_encoder_feature_map_from_forward_features() -> None:
     images = torch.rand(2, 3, 5, 5)
     assert enc.feature_map(images).shape == (2, 4, 5, 5)
     torch.testing.assert_close(enc.embed(images), enc.module.conv(images).amax(dim=(2, 3)))
-    bare = as_encoder(nn.Conv2d(3, 4, 1), name="bare")
+    bare = as_encoder(nn.Sequential(nn.Flatten(), nn.Linear(75, 4)), name="bare")  # no 4-D activation
     assert not bare.has_feature_map
     with pytest.raises(NotImplementedError):
         bare.feature_map(images)

@@ -31,6 +31,8 @@ from .base import (
     fingerprint_of,
     rng_for,
 )
+from .coco import PREFIX as COCO_PREFIX
+from .coco import load_coco, parse_coco_spec
 from .digits import DESCRIPTION as _DIGITS_DESCRIPTION
 from .digits import load_digits_dataset
 from .imagefolder import DESCRIPTION as _IMAGEFOLDER_DESCRIPTION
@@ -125,7 +127,7 @@ def list_datasets() -> list[DatasetEntry]:
 
 
 def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **options: Any) -> Dataset:
-    """Load a registered dataset or ``imagefolder:PATH``.
+    """Load a registered dataset, ``imagefolder:PATH`` or ``coco:IMAGES_DIR:ANNOTATIONS.json``.
 
     ``limit`` caps every split at that many samples, chosen at random with the seed (rows
     keep their order); a straight truncation would keep only the first classes of datasets
@@ -150,6 +152,11 @@ def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **option
         _check_options(spec, _options_of(load_imagefolder, "imagefolder", skip=("path",)), options)
         dataset = load_imagefolder(path, seed=seed, **options)
         targets = frozenset({"label"})
+    elif spec.lower().startswith(COCO_PREFIX):
+        images_dir, annotations = parse_coco_spec(spec)
+        _check_options(spec, _options_of(load_coco, "coco", skip=("images_dir", "annotations")), options)
+        dataset = load_coco(images_dir, annotations, seed=seed, **options)
+        targets = frozenset({"label", "boxes", "masks"})
     else:
         entry = _lookup(spec)
         _check_options(entry.name, entry.options, options)
@@ -223,7 +230,7 @@ def _lookup(spec: str) -> DatasetEntry:
 def _known() -> str:
     return (
         f"Registered datasets: {', '.join(sorted(_REGISTRY))}; or imagefolder:PATH for "
-        f"{_IMAGEFOLDER_DESCRIPTION}."
+        f"{_IMAGEFOLDER_DESCRIPTION}; or coco:IMAGES_DIR:ANNOTATIONS.json for COCO-format boxes and masks."
     )
 
 

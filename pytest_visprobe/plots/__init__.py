@@ -53,3 +53,4 @@ register_plot("fewshot", "pytest_visprobe.plots.generalization:plot_fewshot")
 register_plot("similarity", "pytest_visprobe.plots.generalization:plot_similarity")
 register_plot("transformation_linear", "pytest_visprobe.plots.transformations:plot_confusion")
 register_plot("transformation_mlp", "pytest_visprobe.plots.transformations:plot_confusion")
+register_plot("region_label_probe", "pytest_visprobe.plots.localization:plot_localization")  # every dense dataset has boxes

@@ -1,0 +1,56 @@
+"""The localization suite end to end through pytester, with a tiny CNN and a tiny ViT (random init)."""
+
+from __future__ import annotations
+
+from pytest_visprobe.options import ENCODER_OPTION
+
+TINY_VIT = """
+    import timm
+    import torch
+
+    def create_encoder():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            # random init: nothing is downloaded; 64 px input, patch 16 -> a 4x4 token grid
+            model = timm.create_model("test_vit", pretrained=False, num_classes=0, img_size=64)
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 64, 64)}
+        return model
+"""
+
+NO_MAP = """
+    from torch import nn
+
+    def create_encoder():
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(8))
+"""
+
+LOCALIZATION = {"segmentation_probe": {"mIoU"}, "detection_probe": {"mAP", "AP50"},
+                "instance_segmentation_probe": {"mask_mAP"}, "region_label_probe": {"top1"},
+                "region_attribute_probe": {"mAP"}}
+
+
+def test_localization_suite_with_a_cnn_and_a_vit(suite):
+    suite.encoder("vit.py", TINY_VIT)
+    result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{ENCODER_OPTION}=vit.py", "suites/test_localization.py",
+                       "-v", limit=40)
+    result.assert_outcomes(passed=10)
+    card = suite.scorecard()
+    found = {}
+    for record in card["records"]:
+        found.setdefault((record["encoder"], record["probe"]), set()).add(record["metric"])
+        assert record["dataset"] == "shapes" and 0.0 <= record["value"] <= 1.0
+    assert found == {(enc, probe): metrics for enc in ("conv", "vit") for probe, metrics in LOCALIZATION.items()}
+    seg = next(r for r in card["records"] if r["encoder"] == "vit" and r["probe"] == "segmentation_probe")
+    assert seg["details"]["feature_map_size"] == [4, 4]
+    assert set(seg["details"]["per_class_iou"]) == {"background", "circle", "square", "triangle", "star", "cross"}
+    plot = suite.pytester.path / "visprobe-report" / "localization-shapes.png"
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    # one forward pass per encoder x split for the whole suite: the maps are cached and shared
+    result.stdout.fnmatch_lines(["feature sets: 4 computed, 0 from cache*"])
+
+
+def test_encoder_without_feature_map_skips_with_what_to_implement(suite):
+    suite.encoder("nomap.py", NO_MAP)
+    result = suite.run(f"{ENCODER_OPTION}=nomap.py", "suites/test_localization.py", "-rs", limit=20)
+    result.assert_outcomes(skipped=5)
+    result.stdout.fnmatch_lines(["*SKIPPED*'nomap' has no feature_map(), which the dense (localization) probes need; implement*"])
