@@ -72,3 +72,19 @@ LABEL_TOP1 = register_metric(MetricSpec(
     "label_probe", "top1", True, "top-1 accuracy of a linear (multinomial logistic) probe on frozen embeddings"))
 ATTRIBUTE_MAP = register_metric(MetricSpec(
     "attribute_probe", "mAP", True, "mean average precision of per-attribute logistic probes (multi-label)"))
+
+#: RPGD robustness (probes/robustness.py): one pair of metrics per norm and criterion, e.g.
+#: ``rpgd.linf_untargeted_success_auc``. Success: lower is more robust; robust accuracy: higher.
+RPGD_METRICS = {
+    (norm, targeted): (
+        register_metric(MetricSpec(
+            "rpgd", f"{norm}_{'targeted' if targeted else 'untargeted'}_success_auc", False,
+            f"area under the {norm} {'targeted' if targeted else 'untargeted'} PGD attack success "
+            "rate vs ε (ε equally spaced by position, in [0, 1]); lower is more robust")),
+        register_metric(MetricSpec(
+            "rpgd", f"{norm}_{'targeted' if targeted else 'untargeted'}_robust_accuracy", True,
+            f"accuracy of encoder + linear head under the {norm} "
+            f"{'targeted' if targeted else 'untargeted'} PGD attack at the profile's robust ε")),
+    )
+    for norm in ("linf", "l2") for targeted in (False, True)
+}
