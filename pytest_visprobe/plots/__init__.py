@@ -47,3 +47,6 @@ def write_plots(card: "Scorecard", directory: Path) -> list[Path]:
             warnings.warn(f"visprobe: plot {target} could not be drawn ({type(exc).__name__}: {exc}); "
                           f"the scorecard is unaffected.", stacklevel=2)
     return written
+
+
+register_plot("rpgd", "pytest_visprobe.plots.robustness:plot_attack_success")

@@ -194,9 +194,9 @@ def _attack_pairs(
 
     Pairs are ordered ε-major so most batches hold one ε; a batch may straddle two.
     """
-    import foolbox as fb
     import torch
 
+    fb = _import_foolbox()
     fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
     attack_cls = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
     attack = attack_cls(rel_stepsize=float(rel_stepsize), steps=int(steps), random_start=True)
@@ -435,6 +435,17 @@ def _target_shift(targeted: bool, target_shift: int | None, n_classes: int, seed
             "the true label. Use a shift in 1 … n_classes - 1."
         )
     return shift
+
+
+def _import_foolbox() -> Any:
+    """foolbox 3 imports ``scipy.ndimage.filters``, deprecated in SciPy; hide that warning only."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*scipy.ndimage.filters.*")
+        import foolbox
+
+    return foolbox
 
 
 def _model_device(model: "torch.nn.Module", x: "torch.Tensor") -> "torch.device":
