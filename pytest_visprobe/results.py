@@ -73,18 +73,15 @@ LABEL_TOP1 = register_metric(MetricSpec(
 ATTRIBUTE_MAP = register_metric(MetricSpec(
     "attribute_probe", "mAP", True, "mean average precision of per-attribute logistic probes (multi-label)"))
 
-#: RPGD robustness (probes/robustness.py): one pair of metrics per norm and criterion, e.g.
-#: ``rpgd.linf_untargeted_success_auc``. Success: lower is more robust; robust accuracy: higher.
-RPGD_METRICS = {
-    (norm, targeted): (
+# RPGD robustness (probes/rpgd.py): a pair of metrics per norm and criterion, e.g.
+# rpgd.linf_untargeted_success_auc. Attack success: lower is more robust; robust accuracy: higher.
+for _norm in ("linf", "l2"):
+    for _criterion in ("untargeted", "targeted"):
         register_metric(MetricSpec(
-            "rpgd", f"{norm}_{'targeted' if targeted else 'untargeted'}_success_auc", False,
-            f"area under the {norm} {'targeted' if targeted else 'untargeted'} PGD attack success "
-            "rate vs ε (ε equally spaced by position, in [0, 1]); lower is more robust")),
+            "rpgd", f"{_norm}_{_criterion}_success_auc", False,
+            f"area under the {_norm} {_criterion} PGD attack success rate vs ε (ε equally spaced by "
+            "position; only images the clean classifier gets right are attacked); lower is more robust"))
         register_metric(MetricSpec(
-            "rpgd", f"{norm}_{'targeted' if targeted else 'untargeted'}_robust_accuracy", True,
-            f"accuracy of encoder + linear head under the {norm} "
-            f"{'targeted' if targeted else 'untargeted'} PGD attack at the profile's robust ε")),
-    )
-    for norm in ("linf", "l2") for targeted in (False, True)
-}
+            "rpgd", f"{_norm}_{_criterion}_robust_accuracy", True,
+            f"accuracy of encoder + linear head under the {_norm} {_criterion} PGD attack at the "
+            "profile's robust ε"))
