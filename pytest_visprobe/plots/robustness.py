@@ -47,7 +47,7 @@ def plot_attack_success(card: "Scorecard", directory: Path) -> list[Path]:
             ax.set_ylim(-0.02, 1.02)
             ax.grid(True, alpha=0.3)
             if drawn:
-                ax.legend(fontsize=7, loc="lower right")
+                ax.legend(fontsize=7, loc="upper left")  # curves rise to the right
             else:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
         axes[0].set_ylabel("attack success rate (lower is more robust)")
