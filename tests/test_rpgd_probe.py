@@ -1,7 +1,9 @@
 """The RPGD probe (encoder + label head under attack) and the robustness suite end to end.
 
-The attack kernel is checked against foolbox and a plain-torch PGD loop in test_robustness.py;
-here: what the probe attacks (which images, which classifier, which pixel space), the known
+The attack kernel is checked against foolbox and a plain-torch PGD loop in
+test_robustness_kernel.py (not named test_robustness.py: the pytester runs below import the
+shipped suites/test_robustness.py in this process, and one basename cannot be two modules).
+Here: what the probe attacks (which images, which classifier, which pixel space), the known
 answers at ε = 0 and at an ε that covers the whole pixel box, broken encoders, and the suite
 through pytester. Everything uses a tiny encoder on 16×16 colour images, so it takes seconds.
 """

@@ -43,18 +43,21 @@ class EncoderClassifier(nn.Module):
 
 def attack_images(
     split: "Split", *, n_images: int, seed: int, size: tuple[int, int] | None = None,
+    interpolation: str = "bilinear",
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """The attacked subset: float images in [0, 1] ``[M, 3, H, W]``, labels, test-split indices.
 
     ``M = min(n_images, len(split))`` rows of a seeded permutation of the split. ``size``
-    resizes them first (antialiased bilinear, as a data loader would; not part of the attack).
+    resizes them first (antialiased ``interpolation``, bilinear or bicubic, as a data loader
+    would; not part of the attack), clipped back into [0, 1].
     """
     if split.labels is None:
         raise ValueError("the attacked split has no labels; the RPGD probe needs a label target")
     order = rng_for(seed, "rpgd", "images").permutation(len(split))[: int(n_images)]
     images = to_float_images(split.images.get(order), torch.device("cpu"))
     if size is not None and tuple(images.shape[-2:]) != tuple(size):
-        images = F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True,
+        mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
+        images = F.interpolate(images, size=tuple(size), mode=mode, antialias=True,
                                align_corners=False).clamp_(0.0, 1.0)
     labels = torch.as_tensor(np.asarray(split.labels)[order], dtype=torch.long)
     return images, labels, order
@@ -66,7 +69,8 @@ def rpgd_probe(
 ) -> list[Metric]:
     """Attack ``encoder`` + ``head`` on a seeded subset of ``split``; success AUC and robust accuracy."""
     size = encoder.input_size if config.attack_size == "encoder" else None
-    images, labels, _ = attack_images(split, n_images=config.n_images, seed=seed, size=size)
+    images, labels, _ = attack_images(split, n_images=config.n_images, seed=seed, size=size,
+                                      interpolation=getattr(encoder, "interpolation", "bilinear"))
     model = EncoderClassifier(encoder, head).to(device)
     result = attack_success(
         model, images, labels, norm=norm, epsilons=config.epsilons(norm), steps=config.steps,
