@@ -191,6 +191,11 @@ def test_metrics_carry_curve_counts_and_direction(toy):
     k = d["epsilons"].index(config.l2_robust_epsilon)
     assert robust.details["epsilon"] == config.l2_robust_epsilon and robust.value == d["robust_accuracy"][k]
     assert all(b >= a for a, b in zip(d["success_rate"], d["success_rate"][1:]))  # a toy this easy: monotone
+    # per-sample scores (for bootstrap intervals): one per attacked / per image, mean = the value
+    assert auc.per_sample.shape == (d["n_attacked"],) and robust.per_sample.shape == (d["n_images"],)
+    assert auc.per_sample.mean() == pytest.approx(auc.value, abs=1e-12)
+    assert robust.per_sample.mean() == pytest.approx(robust.value, abs=1e-12)
+    assert set(np.unique(robust.per_sample)) <= {0.0, 1.0}
 
 
 def test_non_differentiable_encoder_is_a_clear_error_not_zero_success(toy):

@@ -19,7 +19,7 @@ from ..datasets.base import rng_for
 from ..features import to_float_images
 from ..results import Metric
 from .linear import LinearHead
-from .robustness import AttackResult, attack_success
+from .robustness import AttackResult, attack_success, success_auc
 
 if TYPE_CHECKING:
     from ..datasets.base import Split
@@ -101,8 +101,12 @@ def rpgd_metrics(result: AttackResult, *, robust_epsilon: float, image_size: lis
         "n_success": list(result.n_success), "robust_accuracy": list(result.robust_accuracy),
     }
     k = result.epsilons.index(float(robust_epsilon))
+    # per_sample: the AUC is linear in the success rates, so it is the mean over attacked images
+    # of each image's own AUC (its 0/1 success per ε); robust accuracy is a mean over all images
+    auc_per_image = np.array([success_auc(row) for row in result.success_by_image], dtype=np.float64)
+    robust_per_image = np.array([row[k] for row in result.robust_by_image], dtype=np.float64)
     return [
-        Metric(PROBE, auc_name, result.auc, details=common | curve),
-        Metric(PROBE, robust_name, result.robust_accuracy[k],
+        Metric(PROBE, auc_name, result.auc, details=common | curve, per_sample=auc_per_image),
+        Metric(PROBE, robust_name, result.robust_accuracy[k], per_sample=robust_per_image,
                details=common | {"epsilon": float(robust_epsilon), "success_rate": result.success_rate[k]}),
     ]
