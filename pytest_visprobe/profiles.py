@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class LinearProbeConfig(BaseModel):
@@ -110,6 +110,45 @@ class LocalizationConfig(BaseModel):
     roi_size: int = Field(2, gt=0)  # RoIAlign output side for region features (roi_size² · C dims)
 
 
+class RobustnessConfig(BaseModel):
+    """RPGD attacks on encoder + linear head (PROTOCOLS.md A, Robustness); defaults are ``quick``.
+
+    quick keeps the paper's step budget (steps × rel_stepsize = 2.5, so an iterate can cross
+    the ε-ball from any random start) with 10 instead of 100 steps, and fewer images and ε.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_images: int = Field(32, gt=0)  # seeded subset of the test split that is attacked (paper 1000)
+    steps: int = Field(10, gt=0)  # PGD steps per ε (paper 100)
+    rel_stepsize: float = Field(0.25, gt=0)  # step = rel_stepsize · ε (paper 0.025)
+    linf_epsilons: tuple[float, ...] = (0.0, 1e-3, 5e-3, 0.01, 0.05)  # increasing, from 0
+    l2_epsilons: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0, 4.0)  # [0, 1] pixels at attack_size
+    linf_robust_epsilon: float = 0.01  # robust accuracy is reported at this ε (must be listed)
+    l2_robust_epsilon: float = 0.5
+    #: "dataset": attack the images at the dataset's resolution, the encoder resizing inside;
+    #: "encoder": resize them to the encoder's input_size first (the study's L2 ε is per pixel
+    #: of the model input). Either way the encoder's own normalisation is inside the attack.
+    attack_size: Literal["dataset", "encoder"] = "dataset"
+    batch_size: int = Field(64, gt=0)  # (image, ε) pairs per PGD batch; bounds peak memory
+
+    @model_validator(mode="after")
+    def _robust_epsilons_listed(self) -> "RobustnessConfig":
+        for norm in ("linf", "l2"):
+            eps = getattr(self, f"{norm}_epsilons")
+            if not eps or any(e < 0 for e in eps) or any(b <= a for a, b in zip(eps, eps[1:])):
+                raise ValueError(f"{norm}_epsilons must be non-empty, >= 0 and strictly increasing, got {eps}")
+            if getattr(self, f"{norm}_robust_epsilon") not in eps:
+                raise ValueError(f"{norm}_robust_epsilon must be one of {norm}_epsilons {eps}")
+        return self
+
+    def epsilons(self, norm: str) -> tuple[float, ...]:
+        return getattr(self, f"{norm}_epsilons")
+
+    def robust_epsilon(self, norm: str) -> float:
+        return getattr(self, f"{norm}_robust_epsilon")
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -126,6 +165,7 @@ class Profile(BaseModel):
     similarity: SimilarityConfig = SimilarityConfig()
     transformations: TransformationProbeConfig = TransformationProbeConfig()
     localization: LocalizationConfig = LocalizationConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
 
 
 PROFILES: dict[str, Profile] = {

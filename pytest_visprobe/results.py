@@ -135,3 +135,16 @@ REGION_LABEL_TOP1 = register_metric(MetricSpec(
     "region_label_probe", "top1", True, "top-1 object label from RoI-pooled feature-map regions (ground-truth boxes)"))
 REGION_ATTRIBUTE_MAP = register_metric(MetricSpec(
     "region_attribute_probe", "mAP", True, "attribute mAP from RoI-pooled feature-map regions (ground-truth boxes)"))
+
+# RPGD robustness (probes/rpgd.py): a pair of metrics per norm and criterion, e.g.
+# rpgd.linf_untargeted_success_auc. Attack success: lower is more robust; robust accuracy: higher.
+for _norm in ("linf", "l2"):
+    for _criterion in ("untargeted", "targeted"):
+        register_metric(MetricSpec(
+            "rpgd", f"{_norm}_{_criterion}_success_auc", False,
+            f"area under the {_norm} {_criterion} PGD attack success rate vs ε (ε equally spaced by "
+            "position; only images the clean classifier gets right are attacked); lower is more robust"))
+        register_metric(MetricSpec(
+            "rpgd", f"{_norm}_{_criterion}_robust_accuracy", True,
+            f"accuracy of encoder + linear head under the {_norm} {_criterion} PGD attack at the "
+            "profile's robust ε"))

@@ -54,3 +54,4 @@ register_plot("similarity", "pytest_visprobe.plots.generalization:plot_similarit
 register_plot("transformation_linear", "pytest_visprobe.plots.transformations:plot_confusion")
 register_plot("transformation_mlp", "pytest_visprobe.plots.transformations:plot_confusion")
 register_plot("region_label_probe", "pytest_visprobe.plots.localization:plot_localization")  # every dense dataset has boxes
+register_plot("rpgd", "pytest_visprobe.plots.robustness:plot_attack_success")

@@ -76,6 +76,12 @@ class AttackResult:
     success_rate: tuple[float, ...]
     robust_accuracy: tuple[float, ...]
     auc: float
+    #: per-image outcomes (for bootstrap intervals): ``success_by_image[i][k]`` for the i-th
+    #: attacked image, whose index in the images given is ``attacked[i]``; ``robust_by_image[i][k]``
+    #: for every image (a misclassified image is never robust)
+    attacked: tuple[int, ...] = ()
+    success_by_image: tuple[tuple[bool, ...], ...] = ()
+    robust_by_image: tuple[tuple[bool, ...], ...] = ()
 
 
 def attack_success(
@@ -131,6 +137,8 @@ def attack_success(
 
         n_success = [0] * len(eps)
         n_robust = [n_correct] * len(eps)  # at ε = 0 every correct image stays correct
+        hits = torch.zeros(len(eps), n_correct, dtype=torch.bool)
+        stays = torch.ones(len(eps), n_correct, dtype=torch.bool)
         live = [k for k, e in enumerate(eps) if e > 0.0]
         if live:
             ok = _attack_pairs(
@@ -141,7 +149,10 @@ def attack_success(
             for j, k in enumerate(live):
                 n_success[k] = int(ok[0][j])
                 n_robust[k] = int(ok[1][j])
+                hits[k], stays[k] = ok[2][j], ok[3][j]
 
+    robust = torch.zeros(len(eps), n_images, dtype=torch.bool)
+    robust[:, idx.cpu()] = stays
     success_rate = tuple(s / n_correct for s in n_success)
     return AttackResult(
         norm=norm,
@@ -158,6 +169,9 @@ def attack_success(
         success_rate=success_rate,
         robust_accuracy=tuple(r / n_images for r in n_robust),
         auc=success_auc(success_rate),
+        attacked=tuple(idx.tolist()),
+        success_by_image=tuple(map(tuple, hits.T.tolist())),
+        robust_by_image=tuple(map(tuple, robust.T.tolist())),
     )
 
 
@@ -189,14 +203,16 @@ def _attack_pairs(
     seed: int,
     batch_size: int,
     device: "torch.device",
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], "torch.Tensor", "torch.Tensor"]:
     """Attack every (correct image, ε > 0) pair in batches; count successes and robust images.
+
+    Also returns the per-pair outcomes as bool ``[len(eps), n_correct]`` (success, still robust).
 
     Pairs are ordered ε-major so most batches hold one ε; a batch may straddle two.
     """
-    import foolbox as fb
     import torch
 
+    fb = _import_foolbox()
     fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=device)
     attack_cls = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
     attack = attack_cls(rel_stepsize=float(rel_stepsize), steps=int(steps), random_start=True)
@@ -207,6 +223,8 @@ def _attack_pairs(
     eps64 = torch.tensor(eps, dtype=torch.float64)
     success = torch.zeros(len(eps), dtype=torch.int64)
     robust = torch.zeros(len(eps), dtype=torch.int64)
+    hit_pairs = torch.zeros(pair_img.numel(), dtype=torch.bool)
+    robust_pairs = torch.zeros(pair_img.numel(), dtype=torch.bool)
 
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
@@ -224,7 +242,10 @@ def _attack_pairs(
             # robust = still the true label; for a targeted attack that is not "failed", since
             # the image can land on a third class
             robust += torch.bincount(k[(pred == y).cpu()], minlength=len(eps))
-    return success.tolist(), robust.tolist()
+            hit_pairs[start:start + batch_size] = hit.cpu()
+            robust_pairs[start:start + batch_size] = (pred == y).cpu()
+    shape = (len(eps), n)
+    return success.tolist(), robust.tolist(), hit_pairs.view(shape), robust_pairs.view(shape)
 
 
 def _pgd(
@@ -435,6 +456,17 @@ def _target_shift(targeted: bool, target_shift: int | None, n_classes: int, seed
             "the true label. Use a shift in 1 … n_classes - 1."
         )
     return shift
+
+
+def _import_foolbox() -> Any:
+    """foolbox 3 imports ``scipy.ndimage.filters``, deprecated in SciPy; hide that warning only."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*scipy.ndimage.filters.*")
+        import foolbox
+
+    return foolbox
 
 
 def _model_device(model: "torch.nn.Module", x: "torch.Tensor") -> "torch.device":

@@ -470,3 +470,21 @@ def test_module_imports_without_torch():
             "print(sorted(m for m in ('torch', 'foolbox', 'eagerpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_per_image_outcomes_add_up_to_the_counts(toy, targeted):
+    """success_by_image / robust_by_image are the per-image view of n_success / robust_accuracy."""
+    models, x, y = toy
+    result = attack_success(models[False], x, y, norm="linf", epsilons=EPS["linf"], steps=STEPS,
+                            rel_stepsize=REL, targeted=targeted, n_classes=N_CLASSES, batch_size=40)
+    with torch.no_grad():
+        correct = (models[False](x).argmax(-1) == y).nonzero().flatten().tolist()
+    assert list(result.attacked) == correct
+    assert len(result.success_by_image) == result.n_correct and len(result.robust_by_image) == result.n_images
+    for k in range(len(EPS["linf"])):
+        assert sum(row[k] for row in result.success_by_image) == result.n_success[k]
+        assert sum(row[k] for row in result.robust_by_image) == round(result.robust_accuracy[k] * result.n_images)
+        assert not any(result.robust_by_image[i][k] for i in range(result.n_images) if i not in correct)
+        if not targeted:  # untargeted: an attacked image is robust exactly when the attack failed
+            assert all(result.robust_by_image[i][k] != s[k] for i, s in zip(correct, result.success_by_image))
