@@ -133,7 +133,8 @@ OPTIONS: tuple[Option, ...] = (
            "checkpoint). Default: none (visprobe tests are skipped).", repeatable=True, metavar="REF"),
     Option(PROFILE_OPTION, "sizes, datasets and settings: quick (default, offline, CPU).",
            default="quick", metavar="NAME"),
-    Option(DATASET_OPTION, "dataset for the label probes instead of the profile's, repeatable: "
+    Option(DATASET_OPTION, "dataset for the label, few-shot, clustering, similarity and robustness "
+           "probes instead of the profile's, repeatable: "
            "a registered name (shapes, digits, ...) or imagefolder:PATH.", repeatable=True,
            metavar="SPEC"),
     Option(REPORT_OPTION, f"directory for scorecard.json and scorecard.md (default: "

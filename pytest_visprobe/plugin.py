@@ -55,7 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{DATASETS_MARKER}(role): parametrize visprobe_dataset over the profile's datasets for "
-        f"ROLE (label, attributes, ...); --visprobe-dataset replaces the label role's.",
+        f"ROLE (label, attributes, ...); --visprobe-dataset replaces the label-only roles' (label, fewshot, clustering, similarity, robustness).",
     )
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
     try:

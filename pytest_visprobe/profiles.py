@@ -205,6 +205,14 @@ PROFILES["standard"] = Profile(
         "imagenet_val": {"image_size": 224},
     },
     batch_size=256,
+    robustness=RobustnessConfig(
+        n_images=1000, steps=40, rel_stepsize=2.5 / 40, attack_size="encoder", batch_size=256,
+        linf_epsilons=(0.0, 1e-4, 2e-4, 5e-4, 8e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0),
+        l2_epsilons=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
+    transformations=TransformationProbeConfig(  # our sizes: PROTOCOLS.md C gives none
+        per_image=2, train_per_transformation=200, test_per_transformation=50,
+        mlp=MLPProbeConfig(hidden=512, epochs=100, batch_size=256)),
+    localization=LocalizationConfig(train_mask_size=64, max_detections=100),
 )
 
 PROFILES["paper"] = Profile(
@@ -230,6 +238,14 @@ PROFILES["paper"] = Profile(
     linear_probe=LinearProbeConfig(recipe="adam"),  # the study's transfer recipe, last-epoch accuracy
     fewshot=FewShotConfig(trials=10, ddof=0),  # the study's np.std over 10 trials
     clustering=ClusteringConfig(affinity="dense"),  # the full |cos| matrix, as published
+    robustness=RobustnessConfig(  # PROTOCOLS.md A: 100 steps, step 0.025·ε, 1,000 seeded images
+        n_images=1000, steps=100, rel_stepsize=0.025, attack_size="encoder", batch_size=256,
+        linf_epsilons=(0.0, 1e-4, 2e-4, 5e-4, 8e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0),
+        l2_epsilons=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)),
+    transformations=TransformationProbeConfig(  # our sizes: PROTOCOLS.md C gives none
+        per_image=1, train_per_transformation=1000, test_per_transformation=200,
+        mlp=MLPProbeConfig(hidden=1024, epochs=100, batch_size=256)),
+    localization=LocalizationConfig(train_mask_size=128, max_detections=100, roi_size=7),
 )
 
 #: Names taken by later work; selecting one says so instead of "unknown profile".

@@ -36,6 +36,10 @@ class Collected:
     outcome: Outcome = field(default_factory=Outcome)
 
 
+#: Probe roles that need only images and labels; ``--visprobe-dataset`` replaces them all.
+LABEL_ROLES = ("label", "fewshot", "clustering", "similarity", "robustness")
+
+
 @dataclass
 class VisprobeSession:
     options: dict[str, Any]
@@ -91,9 +95,11 @@ class VisprobeSession:
         return path if path.is_absolute() else self.rootdir / path
 
     def datasets_for(self, role: str) -> list[str]:
-        """Dataset specs for a probe role; ``--visprobe-dataset`` replaces the label role's,
-        ``--visprobe-transformations-dataset`` the transformations role's."""
-        if role == "label" and self.dataset_overrides:
+        """Dataset specs for a probe role. ``--visprobe-dataset`` replaces the lists of every
+        role whose probe needs only labels (LABEL_ROLES): a user who names their data expects
+        the label, few-shot, clustering, similarity and robustness probes all to run on it.
+        ``--visprobe-transformations-dataset`` replaces the transformations role's."""
+        if role in LABEL_ROLES and self.dataset_overrides:
             return list(self.dataset_overrides)
         if role == "transformations" and self.options.get("visprobe_transformations_dataset"):
             return list(self.options["visprobe_transformations_dataset"])

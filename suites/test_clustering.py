@@ -12,7 +12,7 @@ from pytest_visprobe.probes.clustering import clustering_scores
 from pytest_visprobe.results import Metric
 
 
-@pytest.mark.visprobe_datasets("label")
+@pytest.mark.visprobe_datasets("clustering")
 def test_clustering(visprobe, visprobe_encoder, visprobe_dataset):
     visprobe.require(visprobe_dataset, "label")
     config = visprobe.profile.clustering

@@ -14,7 +14,7 @@ from pytest_visprobe.probes.fewshot import fewshot_accuracy
 from pytest_visprobe.results import FEWSHOT_SHOTS, Metric, fewshot_metric
 
 
-@pytest.mark.visprobe_datasets("label")
+@pytest.mark.visprobe_datasets("fewshot")
 @pytest.mark.parametrize("n_shot", FEWSHOT_SHOTS, ids=lambda n: f"{n}shot")
 def test_fewshot(visprobe, visprobe_encoder, visprobe_dataset, n_shot):
     visprobe.require(visprobe_dataset, "label")

@@ -19,7 +19,7 @@ def label_heads():
     return {}
 
 
-@pytest.mark.visprobe_datasets("label")
+@pytest.mark.visprobe_datasets("robustness")
 @pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_rpgd(visprobe, visprobe_session, visprobe_encoder, visprobe_dataset, label_heads, norm, targeted):

@@ -45,7 +45,7 @@ def check_each(visprobe, metrics, dataset):
         pytest.fail("\n".join(failures), pytrace=False)
 
 
-@pytest.mark.visprobe_datasets("label")
+@pytest.mark.visprobe_datasets("similarity")
 def test_similarity_between_encoders(visprobe, visprobe_encoders, visprobe_dataset):
     visprobe.require(visprobe_dataset, "label")
     if len(visprobe_encoders) < 2:
@@ -59,7 +59,7 @@ def test_similarity_between_encoders(visprobe, visprobe_encoders, visprobe_datas
     ], visprobe_dataset)
 
 
-@pytest.mark.visprobe_datasets("label")
+@pytest.mark.visprobe_datasets("similarity")
 def test_similarity_to_language(visprobe, visprobe_encoders, visprobe_dataset, visprobe_text_model):
     visprobe.require(visprobe_dataset, "label")
     prompt = visprobe.profile.similarity.prompt

@@ -146,3 +146,23 @@ def test_dense_probes_run_on_a_coco_dataset(coco_files):
     assert 0.0 <= metric.value <= 1.0
     assert region_features(maps["test"], test.boxes, image_size=(30, 30), roi_size=2).shape == (
         sum(len(b) for b in test.boxes), 16)
+
+
+def test_registered_coco_reads_val2017_from_the_data_root_or_says_where_to_put_it(coco_files, tmp_path):
+    import shutil
+
+    from pytest_visprobe.datasets import load_dataset
+    from pytest_visprobe.datasets.base import DatasetNotFoundError
+
+    root = tmp_path / "root"
+    with pytest.raises(DatasetNotFoundError, match=r"COCO val2017 is not on disk .*cocodataset.org"):
+        load_dataset("coco", root=str(root))
+    images_dir, ann = coco_files
+    shutil.copytree(images_dir, root / "coco" / "val2017")
+    (root / "coco" / "annotations").mkdir(parents=True)
+    shutil.copy(ann, root / "coco" / "annotations" / "instances_val2017.json")
+    registered = load_dataset("coco", root=str(root), image_size=30)
+    direct = load_dataset(f"coco:{images_dir}:{ann}", image_size=30)
+    assert registered.name == "coco" and registered.class_names == direct.class_names
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(registered.split(split).labels, direct.split(split).labels)

@@ -86,8 +86,7 @@ def test_profiles_declare_every_role_with_registered_datasets(name):
     for role, specs in profile.datasets.items():
         assert specs, role
         for spec in specs:
-            # COCO is registered by the localization work; everything else is here
-            assert spec in registered or spec == "coco", (role, spec)
+            assert spec in registered, (role, spec)
     for dataset, options in profile.dataset_options.items():
         entry = next(e for e in list_datasets() if e.name == dataset)
         assert set(options) <= set(entry.options), dataset

@@ -32,7 +32,7 @@ from .base import (
     rng_for,
 )
 from .coco import PREFIX as COCO_PREFIX
-from .coco import load_coco, parse_coco_spec
+from .coco import VAL2017_DESCRIPTION, load_coco, load_coco_val2017, parse_coco_spec, val2017_present
 from .digits import DESCRIPTION as _DIGITS_DESCRIPTION
 from .digits import load_digits_dataset
 from .imagefolder import DESCRIPTION as _IMAGEFOLDER_DESCRIPTION
@@ -310,6 +310,8 @@ def _register_data_root_sets() -> None:
                      present=vaw.present)
     register_dataset("imagenet_val", imagenet.load_imagenet_val, targets={"label"},
                      description=imagenet.DESCRIPTION, present=imagenet.present)
+    register_dataset("coco", load_coco_val2017, targets={"label", "boxes", "masks"},
+                     description=VAL2017_DESCRIPTION, present=val2017_present)
 
 
 _register_torchvision_sets()

@@ -239,3 +239,38 @@ def _read(path: Path, spec: str):
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco
+
+
+VAL2017_DESCRIPTION = ("COCO val2017 detection/segmentation (DATA_ROOT/coco/val2017/ and "
+                       "DATA_ROOT/coco/annotations/instances_val2017.json), split by seed")
+
+
+def val2017_paths(data_root: Path) -> tuple[Path, Path]:
+    folder = Path(data_root) / "coco"
+    return folder / "val2017", folder / "annotations" / "instances_val2017.json"
+
+
+def val2017_present(data_root: Path) -> bool:
+    images, annotations = val2017_paths(data_root)
+    return images.is_dir() and annotations.is_file()
+
+
+def load_coco_val2017(
+    *, seed: int = 0, root: str | os.PathLike[str] | None = None, download: bool = False,
+    image_size: int = 224, test_fraction: float = 0.2,
+) -> Dataset:
+    """The registered name ``coco``: the standard and paper profiles' localization data."""
+    from dataclasses import replace
+
+    from .storage import not_found, resolve_root
+
+    data_root = resolve_root(root)
+    images, annotations = val2017_paths(data_root)
+    if not val2017_present(data_root):
+        raise not_found("COCO val2017", [images, annotations], how=(
+            "COCO is not downloaded automatically" + (" (--visprobe-download does not apply)" if download else "")
+            + f": unzip val2017.zip and annotations_trainval2017.zip from cocodataset.org into "
+            f"{images.parent}, or point a profile or test at coco:IMAGES_DIR:ANNOTATIONS.json."
+        ))
+    dataset = load_coco(images, annotations, seed=seed, image_size=image_size, test_fraction=test_fraction)
+    return replace(dataset, name="coco", description=VAL2017_DESCRIPTION)
