@@ -21,6 +21,16 @@ class LinearProbeConfig(BaseModel):
     max_iter: int = Field(200, gt=0)  # L-BFGS iterations per fit
 
 
+class GateConfig(BaseModel):
+    """Uncertainty, controls and preflight settings for CI gating (uncertainty.py, controls.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resamples: int = Field(1000, gt=0)  # bootstrap resamples per interval
+    level: float = Field(0.95, gt=0, lt=1)  # confidence level of the intervals
+    preflight_images: int = Field(8, ge=4)  # real images per preflight check (two halves are swapped)
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +42,7 @@ class Profile(BaseModel):
     dataset_options: dict[str, dict[str, Any]] = {}
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     batch_size: int = 64
+    gate: GateConfig = GateConfig()
 
 
 PROFILES: dict[str, Profile] = {

@@ -50,7 +50,7 @@ def test_main_job_writes_scorecard_and_summary(suite):
         "scorecard: *scorecard.json*scorecard.md",
     ])
     card = suite.scorecard()
-    assert card["schema_version"] == 1
+    assert card["schema_version"] == 2
     assert card["provenance"]["profile"] == "quick" and card["provenance"]["device"] == "cpu"
     assert {(r["probe"], r["dataset"]) for r in card["records"]} == {
         ("label_probe", "shapes"), ("label_probe", "digits"), ("attribute_probe", "shapes")}
@@ -250,7 +250,7 @@ def test_imagefolder_dataset_option(suite):
                        "suites/test_semantics.py::test_label_probe", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_label_probe?pooled-imagefolder-pets? PASSED*"])
-    (record,) = suite.scorecard()["records"]
+    (record,) = [r for r in suite.scorecard()["records"] if r["metric"] == "top1"]
     assert record["dataset"] == "imagefolder:pets" and record["value"] == 1.0  # red vs blue: separable
 
 

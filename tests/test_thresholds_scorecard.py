@@ -260,7 +260,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     json_path, md_path = write_scorecard(card, tmp_path / "report")
     assert json_path.name == "scorecard.json" and md_path.name == "scorecard.md"
     text = json_path.read_text()
-    assert json.loads(text)["schema_version"] == 1
+    assert json.loads(text)["schema_version"] == 2
     again = Scorecard.model_validate_json(text)
     assert again == card.sorted()
     assert load_scorecard(json_path) == card.sorted()
@@ -273,7 +273,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     ('{"schema_version": 1, "provenance": {', r"is not a pytest-visprobe scorecard"),
     ("not json at all", r"is not a pytest-visprobe scorecard"),
     ("[]", r"is not a pytest-visprobe scorecard"),
-    ('{"schema_version": 2, "provenance": {}}', r"schema_version"),
+    ('{"schema_version": 3, "provenance": {}}', r"schema_version"),
     ('{"schema_version": 1, "records": []}', r"provenance: Field required"),
 ])
 def test_load_scorecard_malformed(tmp_path: Path, content: str, pattern: str) -> None:
