@@ -45,7 +45,9 @@ def random_init_copy(encoder: "Encoder", seed: int) -> "Encoder":
     control = copy.deepcopy(encoder)
     modules = dict(control.named_modules())
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+        # a stream of its own: re-using the session seed would redraw the very weights of an
+        # encoder that was itself built right after torch.manual_seed(seed)
+        torch.manual_seed(int(np.random.SeedSequence([seed, 0xC0A7]).generate_state(1)[0]))
         uncovered = []
         for name, module in modules.items():
             if not callable(getattr(module, "reset_parameters", None)) and any(True for _ in module.parameters(recurse=False)):

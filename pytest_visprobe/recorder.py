@@ -146,10 +146,14 @@ class Recorder:
         from .preflight import PreflightError
 
         images = self._session.preflight_images(encoder)
+        encoder.to(images.device)
         try:
-            return check(encoder, images)
+            found = check(encoder, images)
         except PreflightError as exc:
             pytest.fail(f"{encoder.name}: {exc}", pytrace=False)
+        if isinstance(found, str):  # what the check could tell, kept in --junitxml
+            self._item.user_properties.append((f"visprobe.preflight.{check.__name__}", found))
+        return found
 
     def _note(self, encoder: "Encoder", dataset: "Dataset") -> None:
         if encoder.name not in self._payload["encoders"]:
