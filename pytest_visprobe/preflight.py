@@ -111,10 +111,11 @@ def check_batch_independent(encoder: "Encoder", images: torch.Tensor) -> None:
     n = images.shape[0]
     together = _embed(encoder, images)
     alone = torch.cat([_embed(encoder, images[i:i + 1]) for i in range(n)])
+    # the same batch size, with the second half replaced by other images (the colour negatives)
     half = n // 2
-    swapped = _embed(encoder, torch.cat([images[half:], images[:half]]))
-    swapped = torch.cat([swapped[n - half:], swapped[:n - half]])
-    by_size, by_company = _disagreement(together, alone), _disagreement(together, swapped)
+    other_company = _embed(encoder, torch.cat([images[:half], 1 - images[half:]]))
+    by_size = _disagreement(together, alone)
+    by_company = _disagreement(together[:half], other_company[:half])
     if max(by_size, by_company) > AGREE:
         what = []
         if by_size > AGREE:
