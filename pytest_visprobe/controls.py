@@ -23,16 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import ControlUnavailable
 from .results import Metric
 
 if TYPE_CHECKING:
     from .encoders import Encoder
 
 CONTROL_SUFFIX = "~random-init"
-
-
-class ControlUnavailable(Exception):
-    """The encoder cannot be re-initialised; the message says why."""
 
 
 def random_init_copy(encoder: "Encoder", seed: int) -> "Encoder":

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .errors import PreflightError
+
 if TYPE_CHECKING:
     from .encoders import Encoder
 
@@ -34,10 +36,6 @@ KNOWN_NORMALISATIONS = {
     "OpenAI CLIP": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "Inception (0.5, 0.5)": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
-
-
-class PreflightError(Exception):
-    """The encoder failed a preflight check; the message names the cause and the fix."""
 
 
 class PreflightWarning(UserWarning):
@@ -53,7 +51,12 @@ def _embed(encoder: "Encoder", images: torch.Tensor) -> torch.Tensor:
 
 
 def _disagreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a − b| relative to the rms of a (0 when both are all zero)."""
+    """max |a − b| relative to the rms of a (0 when both are all zero), over entries finite in both:
+    NaN and inf are the finite-output check's to report, not this one's."""
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    if not bool(finite.any()):
+        return 0.0
+    a, b = a[finite], b[finite]
     scale = a.pow(2).mean().sqrt().item()
     diff = (a - b).abs().max().item()
     return diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))

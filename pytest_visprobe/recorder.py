@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pytest
 
 from .checks import evaluate
+from .errors import ControlUnavailable, PreflightError
 from .results import Metric
 from .scorecard import DatasetInfo, EncoderInfo, Interval, Record, Samples
 
@@ -133,24 +134,23 @@ class Recorder:
 
         Skips the test, with the reason, when the encoder cannot be re-initialised.
         """
-        from .controls import ControlUnavailable
-
         try:
             return self._session.control_encoder(encoder)
         except ControlUnavailable as exc:
-            pytest.skip(f"no random-init control for {encoder.name!r}: {exc}")
+            reason = str(exc)
+        pytest.skip(f"no random-init control for {encoder.name!r}: {reason}")
 
     def preflight(self, check: "Callable[..., Any]", encoder: "Encoder") -> Any:
         """Run one preflight check on a seeded batch of real images; its failure is a plain test failure."""
         __tracebackhide__ = True
-        from .preflight import PreflightError
-
         images = self._session.preflight_images(encoder)
         encoder.to(images.device)
         try:
             found = check(encoder, images)
         except PreflightError as exc:
-            pytest.fail(f"{encoder.name}: {exc}", pytrace=False)
+            found = exc
+        if isinstance(found, PreflightError):
+            pytest.fail(f"{encoder.name}: {found}", pytrace=False)
         if isinstance(found, str):  # what the check could tell, kept in --junitxml
             self._item.user_properties.append((f"visprobe.preflight.{check.__name__}", found))
         return found
