@@ -309,7 +309,7 @@ def test_markdown_metrics_as_rows_encoders_as_columns() -> None:
     assert [row[:3] for row in body] == [["attribute_probe", "shapes", "mAP"], ["label_probe", "shapes", "top1"]]
     assert body[0][3] == "—"  # pooled has no attribute record
     assert body[0][4] == "0.610 ± 0.010"
-    assert body[1][3] == "0.400 (-0.050) ✗" and body[1][4] == "0.812 ✓"
+    assert body[1][3] == "0.400 ▼ 0.050 ✗" and body[1][4] == "0.812 ✓"
     markdown = to_markdown(card)
     table = [line for line in markdown.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 2  # header, separator, one line per metric
