@@ -167,11 +167,11 @@ def test_step_summary_and_junitxml_carry_the_scorecard(suite, monkeypatch):
 
 
 def test_xdist_equals_serial_with_controls_intervals_and_floors(suite):
-    args = [f"{ENCODER_OPTION}=conv.py", "suites/test_semantics.py::test_label_probe", "suites/test_controls.py",
-            f"{DATASET_OPTION}=digits"]
-    suite.run(*args, f"{REPORT_OPTION}=serial").assert_outcomes(passed=3)
+    args = [f"{ENCODER_OPTION}=conv.py", "suites/test_semantics.py::test_label_probe",
+            "suites/test_controls.py::test_label_probe_random_init", f"{DATASET_OPTION}=digits"]
+    suite.run(*args, f"{REPORT_OPTION}=serial", limit=80).assert_outcomes(passed=2)
     suite.run(*args, "-n", "2", f"{REPORT_OPTION}=parallel", "--junitxml=junit.xml",
-              subprocess=True).assert_outcomes(passed=3)
+              subprocess=True, limit=80).assert_outcomes(passed=2)
     serial, parallel = suite.scorecard("serial"), suite.scorecard("parallel")
     strip = lambda card: [{k: v for k, v in r.items() if k != "duration"} for r in card["records"]]  # noqa: E731
     assert strip(parallel) == strip(serial)

@@ -311,7 +311,9 @@ def test_markdown_metrics_as_rows_encoders_as_columns() -> None:
     assert body[0][4] == "0.610 ± 0.010"
     assert body[1][3] == "0.400 ▼ 0.050 ✗" and body[1][4] == "0.812 ✓"
     markdown = to_markdown(card)
-    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    main, controls = markdown.split("## Controls")
+    table = [line for line in main.splitlines() if line.startswith("|")]
+    assert "| tiny_cnn  | attribute_probe | shapes    | mAP      | 0.300    |" in controls  # chance from details
     assert len(table) == 2 + 2  # header, separator, one line per metric
     assert [c.strip() for c in table[0].strip("|").split("|")] == headers
     assert "2 passed, 1 failed" in markdown and "4 computed, 2 from cache" in markdown
