@@ -30,7 +30,16 @@ from pytest_visprobe.scorecard import (
     with_floors,
     write_scorecard,
 )
-from pytest_visprobe.uncertainty import Bits, bootstrap_interval, mcnemar_exact, samples_key, seed_for
+from pytest_visprobe.ranking import mean_average_precision
+from pytest_visprobe.uncertainty import (
+    Bits,
+    bootstrap_interval,
+    map_bootstrap_interval,
+    map_of_resamples,
+    mcnemar_exact,
+    samples_key,
+    seed_for,
+)
 
 # ----------------------------------------------------------------------------- kernels
 
@@ -65,6 +74,18 @@ def test_bootstrap_interval_of_a_statistic_matches_a_plain_loop() -> None:
         rows = reference_rng.integers(0, 120, 120)
         draws.append(corr(x[rows], y[rows]))
     assert (low, high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])), abs=1e-12)
+
+
+def test_vectorised_map_bootstrap_equals_map_of_each_resample() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random((120, 6)) < 0.15
+    y[:, 5] = False  # a column without positives is left out, as mean_average_precision does
+    scores = np.round(rng.random((120, 6)) + y, 1)  # rounded: many ties
+    rows = rng.integers(0, 120, (40, 120))
+    reference = [mean_average_precision(y[r], scores[r])[0] for r in rows]
+    assert map_of_resamples(y, scores, rows) == pytest.approx(reference, abs=1e-12)
+    low, high = map_bootstrap_interval(y, scores, rng=seed_for(0, "m"), resamples=300)
+    assert low < mean_average_precision(y, scores)[0] < high
 
 
 def test_bits_round_trip_and_size() -> None:

@@ -11,7 +11,7 @@ import torch
 from ..profiles import LinearProbeConfig
 from ..ranking import mean_average_precision
 from ..results import Metric
-from ..uncertainty import RESAMPLES, bootstrap_interval, seed_for
+from ..uncertainty import RESAMPLES, map_bootstrap_interval, seed_for
 from .linear import LinearHead, fit_probe, top1
 
 
@@ -56,8 +56,8 @@ def attribute_probe(
     value, per_attribute = mean_average_precision(np.asarray(test_a), scores)
     interval = None
     if resamples:
-        interval = bootstrap_interval((np.asarray(test_a), scores), lambda a, s: mean_average_precision(a, s)[0],
-                                      rng=seed_for(seed, "attribute_probe", "mAP"), resamples=resamples)
+        interval = map_bootstrap_interval(np.asarray(test_a), scores, rng=seed_for(seed, "attribute_probe", "mAP"),
+                                          resamples=resamples)
     # chance AP of a column is its positive rate; the mean of those is the mAP of random scores
     rates = np.asarray(test_a).mean(axis=0)
     details = {
