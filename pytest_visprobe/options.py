@@ -139,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
            f"beside or above each test file).", parse=existing_file, metavar="FILE"),
     Option(BASELINE_OPTION, "accepted scorecard.json to compare with; a metric fails when it is worse "
            "than the baseline by more than the tolerance and by more than the noise explains (paired "
-           "McNemar test where both runs saw the same samples, else the 95 % intervals) (default: none).",
+           "McNemar test where both runs saw the same samples, else the 95 percent intervals) (default: none).",
            parse=Path, metavar="FILE"),
     Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
            f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),

@@ -28,7 +28,6 @@ from .scorecard import (
     Record,
     Scorecard,
     table_rows,
-    to_markdown,
     with_floors,
     write_atomic,
     write_scorecard,
@@ -100,8 +99,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Preflight checks run before any probe (a stable sort, so the order is otherwise kept)."""
-    items.sort(key=lambda item: item.path.name != PREFLIGHT_FILE)
+    """Preflight checks (visprobe tests in a test_preflight.py) run before any probe; a stable
+    sort, so the order is otherwise kept."""
+    def later(item: pytest.Item) -> bool:
+        return not (item.path.name == PREFLIGHT_FILE and "visprobe_encoder" in getattr(item, "fixturenames", ()))
+
+    items.sort(key=later)
 
 
 def dataset_id(spec: str) -> str:
