@@ -319,3 +319,15 @@ def test_selectivity_is_measured_minus_control_with_paired_per_sample_difference
     assert (gap.metric, gap.value) == ("selectivity", 0.5)
     assert gap.per_sample.tolist() == [1, 0, 1, 0] and gap.per_sample.mean() == gap.value
     assert gap.details["control"] == 0.25 and gap.details["chance"] == 0.5
+
+
+def test_a_threshold_may_be_set_on_selectivity(tmp_path: Path) -> None:
+    from pytest_visprobe.thresholds import load_thresholds
+
+    path = tmp_path / "visprobe_thresholds.toml"
+    path.write_text('[[threshold]]\nprobe = "label_probe"\nmetric = "selectivity"\nvalue = 0.3\n')
+    threshold = load_thresholds(path).lookup("label_probe", "selectivity", "digits", "enc")
+    gap = Metric("label_probe", "selectivity", 0.1)
+    verdict = evaluate(gap, encoder="enc", dataset="digits", threshold=threshold, baseline=None,
+                       baseline_source=None, tolerance=0.02)
+    assert not verdict.passed and "label_probe.selectivity on digits: obtained 0.1000, expected >= 0.3000" in verdict.failures[0]
