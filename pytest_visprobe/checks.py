@@ -116,7 +116,7 @@ def _paired(record: Record, samples: Samples, value: float) -> tuple[tuple[np.nd
     except ValueError as exc:
         return None, f"the baseline's per-sample record is unreadable ({exc})"
     current_bits = Bits(samples.n, samples.bits).to_array()
-    if abs(baseline_bits.mean() - record.value) > 1e-9 or abs(current_bits.mean() - value) > 1e-9:
+    if abs(baseline_bits.mean() - record.value) > 1e-6 or abs(current_bits.mean() - value) > 1e-6:
         return None, "a per-sample record does not match its value (edited by hand?)"
     return (baseline_bits, current_bits), None
 
