@@ -2,8 +2,9 @@
 
 Every check takes the encoder and a batch of real images (float RGB in [0, 1], ``N×3×H×W`` at
 the encoder's input size) and runs the encoder as the probes will: as it is, without gradients.
-Two embeddings "agree" when ``max|a − b| <= AGREE · rms(a)``: far above float noise between batch
-sizes (~1e-6), far below what batch statistics or dropout change (~1e-1).
+Two embeddings "agree" when ``max|a − b| <= AGREE · rms(a)`` (1 %): above the rounding that differs
+between batch sizes (~1e-6 in float32; up to ~1e-3 with TF32 convolutions on GPU), far below what
+batch statistics or dropout change (~1 × rms in the tests).
 
 What the normalisation check can and cannot tell: it hooks the first layer that sees a 3-channel
 image of the input size (the first conv / patch embedding) and fits, per channel, the affine map
@@ -28,7 +29,7 @@ from .errors import PreflightError
 if TYPE_CHECKING:
     from .encoders import Encoder
 
-AGREE = 1e-3
+AGREE = 1e-2
 
 #: name -> (mean, std) of well-known input normalisations
 KNOWN_NORMALISATIONS = {
