@@ -21,3 +21,11 @@ class ConfigError(VisprobeError):
 
 class CacheCorruptWarning(UserWarning):
     """A cached feature file could not be read; it is recomputed."""
+
+
+class PreflightError(VisprobeError):
+    """The encoder failed a preflight check (preflight.py); the message names the cause and the fix."""
+
+
+class ControlUnavailable(VisprobeError):
+    """The encoder cannot be re-initialised for a random-init control (controls.py); says why."""

@@ -32,6 +32,7 @@ DOWNLOAD_OPTION = "--visprobe-download"
 LIST_OPTION = "--visprobe-list"
 TEXT_MODEL_OPTION = "--visprobe-text-model"
 TRANSFORMATIONS_DATASET_OPTION = "--visprobe-transformations-dataset"
+BLESS_OPTION = "--visprobe-bless"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -154,8 +155,10 @@ OPTIONS: tuple[Option, ...] = (
            metavar="N"),
     Option(THRESHOLDS_OPTION, f"thresholds TOML file (default: the nearest {THRESHOLDS_FILENAME} "
            f"beside or above each test file).", parse=existing_file, metavar="FILE"),
-    Option(BASELINE_OPTION, "accepted scorecard.json to compare with; a metric worse than it by "
-           "more than the tolerance fails (default: none).", parse=existing_file, metavar="FILE"),
+    Option(BASELINE_OPTION, "accepted scorecard.json to compare with; a metric fails when it is worse "
+           "than the baseline by more than the tolerance and by more than the noise explains (paired "
+           "McNemar test where both runs saw the same samples, else the 95 percent intervals) (default: none).",
+           parse=Path, metavar="FILE"),
     Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
            f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),
     Option(DATA_ROOT_OPTION, "folder holding the real datasets (CIFAR-10, CUB_200_2011, ...) in "
@@ -169,6 +172,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(TRANSFORMATIONS_DATASET_OPTION, "source images for the transformation probes instead "
            "of the profile's (quick: photos, shapes), repeatable: a registered name or "
            "imagefolder:PATH.", repeatable=True, metavar="SPEC"),
+    Option(BLESS_OPTION, f"write this run's scorecard as the accepted baseline to the {BASELINE_OPTION} "
+           f"path, if the run completed: no interrupt, collection error, test error or failure other "
+           f"than a threshold/baseline verdict (default: off).", default=False, flag_only=True),
 )
 
 

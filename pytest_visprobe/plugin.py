@@ -8,6 +8,7 @@ that writes the scorecard or prints the summary.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -19,11 +20,23 @@ import pytest
 
 from .errors import ConfigError, VisprobeError
 from .options import THRESHOLDS_FILENAME, add_commands, add_options, read_options
-from .recorder import ITEM_KEY, Recorder
-from .scorecard import DatasetInfo, EncoderInfo, Provenance, Record, Scorecard, table_rows, write_scorecard
+from .recorder import ITEM_KEY, VERDICT_FAILED_KEY, Recorder
+from .scorecard import (
+    DatasetInfo,
+    EncoderInfo,
+    Provenance,
+    Record,
+    Scorecard,
+    table_rows,
+    with_floors,
+    write_atomic,
+    write_scorecard,
+)
 from .session import VisprobeSession
 
 SESSION_KEY = pytest.StashKey[VisprobeSession]()
+PREFLIGHT_FILE = "test_preflight.py"
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 DATASETS_MARKER = "visprobe_datasets"
 NO_ENCODER_REASON = "no --encoder given; e.g. pytest --encoder=examples/tiny_cnn.py suites/"
 PACKAGES = ("pytest-visprobe", "torch", "torchvision", "timm", "open_clip_torch", "numpy",
@@ -116,6 +129,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              indirect=True, scope="session")
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Preflight checks (visprobe tests in a test_preflight.py) run before any probe; a stable
+    sort, so the order is otherwise kept."""
+    def later(item: pytest.Item) -> bool:
+        return not (item.path.name == PREFLIGHT_FILE and "visprobe_encoder" in getattr(item, "fixturenames", ()))
+
+    items.sort(key=later)
+
+
 def dataset_id(spec: str) -> str:
     name, sep, path = spec.partition(":")
     return f"{name}-{Path(path).name}" if sep else spec
@@ -179,6 +201,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         for record in payload["records"]:
             record["duration"] = round(report.duration, 4)
         report.visprobe = payload
+    if call.when == "call" and report.failed and item.stash.get(VERDICT_FAILED_KEY, False):
+        report.visprobe_verdict = True  # failed on a threshold/baseline: does not block --visprobe-bless
     if call.when == "teardown" and session._store is not None:
         report.visprobe_counters = {"worker": session.worker_id, "device": str(session.store.device),
                                     "counters": session.store.counters.as_dict()}
@@ -203,6 +227,8 @@ class _Reporter:
         self.is_controller = not hasattr(config, "workerinput")
         self.paths: tuple[Path, Path] | None = None
         self.card: Scorecard | None = None
+        self.bless_blockers: list[str] = []  # why this run may not become the baseline
+        self.blessed: Path | None = None
 
     @property
     def active(self) -> bool:
@@ -221,6 +247,8 @@ class _Reporter:
         if counters:
             got.counters[counters["worker"]] = counters["counters"]
             got.devices.add(counters["device"])
+        if report.failed and not getattr(report, "visprobe_verdict", False):
+            self.bless_blockers.append(f"{report.nodeid} {'failed' if report.when == 'call' else 'errored in ' + report.when}")
         if report.when == "call" or (report.when == "setup" and not report.passed):
             if report.passed:
                 got.outcome.passed += 1
@@ -233,12 +261,42 @@ class _Reporter:
         elif report.when == "teardown" and report.failed:
             got.outcome.errors += 1
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.bless_blockers.append(f"collection error in {report.nodeid or 'the session'}")
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """Written even when tests failed or the run was interrupted: nothing computed is lost."""
         if not self.is_controller or not self.active:
             return
         self.card = self._scorecard()
         self.paths = write_scorecard(self.card, self.session.report_dir)
+        markdown = self.paths[1].read_text(encoding="utf-8")
+        summary = os.environ.get(STEP_SUMMARY_ENV)
+        if summary:  # GitHub Actions shows this file on the run's page
+            with open(summary, "a", encoding="utf-8") as handle:
+                handle.write(markdown + "\n")
+        if self.session.options["visprobe_bless"]:
+            self._bless(session, exitstatus)
+
+    def _bless(self, session: pytest.Session, exitstatus: int) -> None:
+        """Accept this run as the baseline, only if it completed (see the option's help).
+
+        Threshold/baseline verdict failures do not block: accepting a changed metric is the point
+        of blessing (like pytest-regressions' --force-regen). Anything that left metrics unmeasured
+        does: an interrupt (Ctrl-C, -x, --maxfail), a collection error, a test that errored or failed
+        for another reason (a preflight check, a broken encoder) — blessing it would silently drop
+        those metrics from the gate.
+        """
+        if exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail:
+            self.bless_blockers.insert(0, "the run was interrupted")
+        if self.bless_blockers:
+            return
+        assert self.card is not None and self.paths is not None
+        target = Path(self.session.options["visprobe_baseline"])
+        target = target if target.is_absolute() else self.config.invocation_params.dir / target
+        write_atomic(target, self.paths[0].read_text(encoding="utf-8"))
+        self.blessed = target
 
     def _scorecard(self) -> Scorecard:
         got = self.session.collected
@@ -266,7 +324,8 @@ class _Reporter:
             tolerance=self.session.tolerance if options["visprobe_baseline"] else None,
         )
         return Scorecard(provenance=provenance, encoders=list(got.encoders.values()),
-                         datasets=list(got.datasets.values()), records=got.records, outcome=got.outcome)
+                         datasets=list(got.datasets.values()), records=with_floors(got.records),
+                         outcome=got.outcome)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.is_controller or self.card is None:
@@ -288,6 +347,12 @@ class _Reporter:
         )
         assert self.paths is not None
         tr.write_line(f"scorecard: {self.paths[0]}  {self.paths[1]}")
+        if self.blessed is not None:
+            tr.write_line(f"blessed: {self.blessed} is now the accepted baseline")
+        elif self.session.options["visprobe_bless"]:
+            shown = "; ".join(self.bless_blockers[:5]) + (" …" if len(self.bless_blockers) > 5 else "")
+            tr.write_line(f"not blessed: the baseline was left unchanged because {shown}. Fix that and "
+                          f"re-run with --visprobe-bless.", red=True)
 
 
 def _package_versions() -> dict[str, str]:

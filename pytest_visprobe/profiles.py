@@ -149,6 +149,16 @@ class RobustnessConfig(BaseModel):
         return getattr(self, f"{norm}_robust_epsilon")
 
 
+class GateConfig(BaseModel):
+    """Uncertainty, controls and preflight settings for CI gating (uncertainty.py, controls.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resamples: int = Field(1000, gt=0)  # bootstrap resamples per interval
+    level: float = Field(0.95, gt=0, lt=1)  # confidence level of the intervals
+    preflight_images: int = Field(8, ge=4)  # real images per preflight check (two halves are swapped)
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -166,6 +176,7 @@ class Profile(BaseModel):
     transformations: TransformationProbeConfig = TransformationProbeConfig()
     localization: LocalizationConfig = LocalizationConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+    gate: GateConfig = GateConfig()
 
 
 PROFILES: dict[str, Profile] = {

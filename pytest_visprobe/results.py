@@ -62,6 +62,9 @@ class Metric:
     #: per-test-sample scores whose mean is ``value`` (e.g. 0/1 correctness), in test-split order,
     #: where the metric is such a mean; used for bootstrap intervals and paired baseline checks.
     per_sample: Any = None
+    #: ``(low, high)`` 95 % interval a probe computed itself, for metrics that are not a mean over
+    #: samples (e.g. mAP); ignored when ``per_sample`` is given (the recorder bootstraps that).
+    interval: tuple[float, float] | None = None
 
     @property
     def spec(self) -> MetricSpec:
@@ -148,3 +151,13 @@ for _norm in ("linf", "l2"):
             "rpgd", f"{_norm}_{_criterion}_robust_accuracy", True,
             f"accuracy of encoder + linear head under the {_norm} {_criterion} PGD attack at the "
             "profile's robust ε"))
+# Controls (Hewitt & Liang-style): the real probe's score minus the same probe's score when it is
+# trained on seeded, permuted train labels. A gap near 0 means the probe passes without the labels.
+LABEL_SELECTIVITY = register_metric(MetricSpec(
+    "label_probe", "selectivity", True,
+    "top-1 minus the top-1 of the same probe trained on permuted train labels (control task)",
+    lower=-1.0, upper=1.0))
+ATTRIBUTE_SELECTIVITY = register_metric(MetricSpec(
+    "attribute_probe", "selectivity", True,
+    "mAP minus the mAP of the same probes trained on permuted train attribute rows (control task)",
+    lower=-1.0, upper=1.0))

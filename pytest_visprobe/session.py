@@ -19,6 +19,8 @@ from .scorecard import DatasetInfo, EncoderInfo, Outcome, Record, Scorecard, loa
 from .thresholds import Thresholds, load_thresholds
 
 if TYPE_CHECKING:
+    import torch
+
     from .datasets.base import Dataset
     from .encoders import Encoder
     from .features import FeatureStore
@@ -55,6 +57,7 @@ class VisprobeSession:
     _encoders: dict[str, "Encoder"] = field(default_factory=dict)
     _datasets: dict[str, "Dataset"] = field(default_factory=dict)
     _store: "FeatureStore | None" = None
+    _controls: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], rootdir: Path, worker_id: str) -> "VisprobeSession":
@@ -73,8 +76,22 @@ class VisprobeSession:
         session = cls(options=options, profile=profile, encoder_refs=refs,
                       dataset_overrides=list(options["visprobe_dataset"]), rootdir=rootdir,
                       worker_id=worker_id)
-        if options["visprobe_baseline"] is not None:
-            session.baseline = load_scorecard(Path(options["visprobe_baseline"]))
+        baseline = options["visprobe_baseline"]
+        if options["visprobe_bless"] and baseline is None:
+            raise ConfigError(
+                "--visprobe-bless writes the accepted baseline to the path --visprobe-baseline names, "
+                "but no --visprobe-baseline was given. Add --visprobe-baseline=PATH (e.g. "
+                "accepted/scorecard.json; it need not exist yet)."
+            )
+        if baseline is not None:
+            path = Path(baseline)
+            if path.is_file():
+                session.baseline = load_scorecard(path)
+            elif not options["visprobe_bless"]:
+                raise ConfigError(
+                    f"--visprobe-baseline={baseline}: file not found ({path.resolve()}). Point it at an "
+                    f"accepted scorecard.json, or add --visprobe-bless to write this run's scorecard there."
+                )
         if options["visprobe_thresholds"] is not None:
             session.explicit_thresholds = load_thresholds(Path(options["visprobe_thresholds"]))
         return session
@@ -179,13 +196,51 @@ class VisprobeSession:
             self._thresholds[directory] = found
         return self._thresholds[directory]
 
-    def baseline_value(self, key: tuple[str, str, str, str]) -> float | None:
+    def baseline_record(self, key: tuple[str, str, str, str]) -> Record | None:
         if self.baseline is None:
             return None
         for record in self.baseline.records:
-            if record.key == key:
-                return record.value
+            if record.key == key and record.control_of is None:
+                return record
         return None
+
+    # ------------------------------------------------------------------ controls and preflight
+
+    def control_encoder(self, encoder: "Encoder") -> "Encoder":
+        """The encoder's random-init control (controls.py), built once per process."""
+        from .controls import random_init_copy
+
+        if encoder.name not in self._controls:
+            try:
+                self._controls[encoder.name] = random_init_copy(encoder, self.seed)
+            except Exception as exc:  # remember why, so every test that asks skips the same way
+                self._controls[encoder.name] = exc
+        found = self._controls[encoder.name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def preflight_images(self, encoder: "Encoder") -> "torch.Tensor":
+        """A seeded batch of real test images from the first label dataset, at the encoder's input size.
+
+        Given at ``input_size`` so the encoder's own resize is a no-op and the normalisation check
+        sees its preprocessing as an exact per-pixel map.
+        """
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        from .features import to_float_images
+
+        spec = self.datasets_for("label")[0]
+        split = self.dataset(spec).split("test")
+        count = min(self.profile.gate.preflight_images, len(split))
+        rows = np.sort(np.random.default_rng(self.seed).choice(len(split), size=count, replace=False))
+        images = to_float_images(split.images.get(rows), torch.device("cpu"))
+        if encoder.input_size is not None and tuple(images.shape[-2:]) != tuple(encoder.input_size):
+            images = F.interpolate(images, size=tuple(encoder.input_size), mode="bilinear",
+                                   antialias=True, align_corners=False).clamp_(0, 1)
+        return images.to(self.store.device)
 
 
     def baseline_data_mismatch(self, dataset: "Dataset") -> str | None:

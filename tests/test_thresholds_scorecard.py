@@ -260,7 +260,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     json_path, md_path = write_scorecard(card, tmp_path / "report")
     assert json_path.name == "scorecard.json" and md_path.name == "scorecard.md"
     text = json_path.read_text()
-    assert json.loads(text)["schema_version"] == 1
+    assert json.loads(text)["schema_version"] == 2
     again = Scorecard.model_validate_json(text)
     assert again == card.sorted()
     assert load_scorecard(json_path) == card.sorted()
@@ -273,7 +273,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     ('{"schema_version": 1, "provenance": {', r"is not a pytest-visprobe scorecard"),
     ("not json at all", r"is not a pytest-visprobe scorecard"),
     ("[]", r"is not a pytest-visprobe scorecard"),
-    ('{"schema_version": 2, "provenance": {}}', r"schema_version"),
+    ('{"schema_version": 3, "provenance": {}}', r"schema_version"),
     ('{"schema_version": 1, "records": []}', r"provenance: Field required"),
 ])
 def test_load_scorecard_malformed(tmp_path: Path, content: str, pattern: str) -> None:
@@ -309,9 +309,11 @@ def test_markdown_metrics_as_rows_encoders_as_columns() -> None:
     assert [row[:3] for row in body] == [["attribute_probe", "shapes", "mAP"], ["label_probe", "shapes", "top1"]]
     assert body[0][3] == "—"  # pooled has no attribute record
     assert body[0][4] == "0.610 ± 0.010"
-    assert body[1][3] == "0.400 (-0.050) ✗" and body[1][4] == "0.812 ✓"
+    assert body[1][3] == "0.400 ▼ 0.050 ✗" and body[1][4] == "0.812 ✓"
     markdown = to_markdown(card)
-    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    main, controls = markdown.split("## Controls")
+    table = [line for line in main.splitlines() if line.startswith("|")]
+    assert "| tiny_cnn  | attribute_probe | shapes    | mAP      | 0.300    |" in controls  # chance from details
     assert len(table) == 2 + 2  # header, separator, one line per metric
     assert [c.strip() for c in table[0].strip("|").split("|")] == headers
     assert "2 passed, 1 failed" in markdown and "4 computed, 2 from cache" in markdown
