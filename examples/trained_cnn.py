@@ -110,7 +110,7 @@ def train(config: TrainConfig) -> TrainResult:
     encoder.train()
     losses = []
     for _ in range(config.steps):
-        crops, labels = object_crops(generate_split(rng, config.scenes_per_step, config.image_size),
+        crops, labels = main_object_crops(generate_split(rng, config.scenes_per_step, config.image_size),
                                      config.crop_size)
         loss = F.cross_entropy(head(encoder.pool(encoder.features(crops))), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -120,20 +120,23 @@ def train(config: TrainConfig) -> TrainResult:
     return TrainResult(encoder.eval(), losses)
 
 
-def object_crops(split, crop_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``crop_size`` window centred on each drawn object's box (shifted to stay inside the
-    image), as float ``[M, 3, crop, crop]`` in [0, 1], with the objects' classes ``[M]``."""
+def main_object_crops(split, crop_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``crop_size`` window centred on each scene's main object (shifted to stay inside the
+    image), as float ``[N, 3, crop, crop]`` in [0, 1], with the scenes' labels ``[N]``.
+
+    The main object is the last box (drawn last, never occluded). Distractors make worse
+    examples: partly hidden, and their windows are often filled by the main object.
+    """
     images = split.images.array
     side = images.shape[1]
-    crops, labels = [], []
-    for image, boxes, classes in zip(images, split.boxes, split.box_labels):
-        for (x1, y1, x2, y2), label in zip(boxes, classes):
-            x0 = int(np.clip(round((x1 + x2) / 2) - crop_size // 2, 0, side - crop_size))
-            y0 = int(np.clip(round((y1 + y2) / 2) - crop_size // 2, 0, side - crop_size))
-            crops.append(image[y0:y0 + crop_size, x0:x0 + crop_size])
-            labels.append(label)
-    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
-    return pixels, torch.as_tensor(np.array(labels), dtype=torch.int64)
+    crops = np.empty((len(images), crop_size, crop_size, 3), dtype=np.uint8)
+    for i, (image, boxes) in enumerate(zip(images, split.boxes)):
+        x1, y1, x2, y2 = boxes[-1]
+        x0 = int(np.clip(round((x1 + x2) / 2) - crop_size // 2, 0, side - crop_size))
+        y0 = int(np.clip(round((y1 + y2) / 2) - crop_size // 2, 0, side - crop_size))
+        crops[i] = image[y0:y0 + crop_size, x0:x0 + crop_size]
+    pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+    return pixels, torch.from_numpy(split.labels)
 
 
 def training_key(config: TrainConfig) -> str:
@@ -143,7 +146,7 @@ def training_key(config: TrainConfig) -> str:
     digest = hashlib.blake2b(digest_size=8)
     digest.update(repr(dataclasses.asdict(config)).encode())
     digest.update(str(shapes.GENERATOR_VERSION).encode())
-    for code in (TrainedCNN, train, object_crops):
+    for code in (TrainedCNN, train, main_object_crops):
         digest.update(inspect.getsource(code).encode())
     return digest.hexdigest()
 
