@@ -43,7 +43,7 @@ from pytest_visprobe import Encoder
 class TrainConfig:
     """Everything that decides the trained weights (with the code: both key the cache file)."""
 
-    steps: int = 400  # Adam steps
+    steps: int = 600  # Adam steps
     scenes_per_step: int = 32  # fresh scenes per step; every object in them gives one crop
     image_size: int = 64  # side of the generated scenes (the quick profile's shapes size)
     crop_size: int = 32  # side of the window around each object (holds the largest ones)
@@ -139,6 +139,10 @@ def main_object_crops(split, crop_size: int) -> tuple[torch.Tensor, torch.Tensor
     return pixels, torch.from_numpy(split.labels)
 
 
+#: The code that turns a config into weights: its source is part of the cache file's name.
+TRAINING_CODE = (TrainedCNN, train, main_object_crops)
+
+
 def training_key(config: TrainConfig) -> str:
     """Hash of the config, the code that turns it into weights, and the scene generator's version."""
     from pytest_visprobe.datasets import shapes
@@ -146,7 +150,7 @@ def training_key(config: TrainConfig) -> str:
     digest = hashlib.blake2b(digest_size=8)
     digest.update(repr(dataclasses.asdict(config)).encode())
     digest.update(str(shapes.GENERATOR_VERSION).encode())
-    for code in (TrainedCNN, train, main_object_crops):
+    for code in TRAINING_CODE:
         digest.update(inspect.getsource(code).encode())
     return digest.hexdigest()
 

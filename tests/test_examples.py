@@ -34,7 +34,7 @@ def _import(name: str) -> ModuleType:
 tc = _import("trained_cnn")
 
 #: Enough to learn something, cheap enough for a unit test.
-LEARN = tc.TrainConfig(steps=TODO_STEPS, scenes_per_step=8, width=16, lr=3e-3)
+LEARN = tc.TrainConfig(steps=250, scenes_per_step=16, width=32, lr=3e-3)
 #: The cache tests only need some weights: two steps.
 QUICK = tc.TrainConfig(steps=2, scenes_per_step=2, width=8)
 
@@ -64,8 +64,9 @@ def test_training_lowers_the_loss(learned) -> None:
 
 
 def test_trained_embedding_separates_classes_better_than_untrained(learned) -> None:
-    """scikit-learn's logistic regression on object crops of scenes from a stream training never
-    used: the trained features classify shapes better than the same network at initialisation."""
+    """scikit-learn's logistic regression on main-object windows of scenes from a stream training
+    never used: the trained features classify shapes better than the same network untrained.
+    (Whole scenes need the full budget to show it; the report measures that with the probes.)"""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -73,7 +74,7 @@ def test_trained_embedding_separates_classes_better_than_untrained(learned) -> N
     from pytest_visprobe.datasets.shapes import generate_split
 
     untrained = tc.train(dataclasses.replace(LEARN, steps=0)).encoder
-    crops, labels = tc.object_crops(generate_split(np.random.default_rng(12345), 300, LEARN.image_size),
+    crops, labels = tc.main_object_crops(generate_split(np.random.default_rng(12345), 400, LEARN.image_size),
                                     LEARN.crop_size)
     half = len(labels) // 2
 
