@@ -96,7 +96,18 @@ class TrainResult:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train a TrainedCNN from scratch; the same config gives the same weights on one machine."""
+    """Train a TrainedCNN from scratch. One thread: float sums depend on how work is split
+    between threads, so this way the same config gives the same weights whatever the thread
+    count (on one kind of CPU), and the cost is small: half the time goes to drawing scenes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig) -> TrainResult:
     from pytest_visprobe.datasets.base import rng_for
     from pytest_visprobe.datasets.shapes import CLASS_NAMES, generate_split
 
@@ -140,7 +151,7 @@ def main_object_crops(split, crop_size: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 #: The code that turns a config into weights: its source is part of the cache file's name.
-TRAINING_CODE = (TrainedCNN, train, main_object_crops)
+TRAINING_CODE = (TrainedCNN, _train, main_object_crops)
 
 
 def training_key(config: TrainConfig) -> str:

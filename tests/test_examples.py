@@ -89,8 +89,16 @@ def test_trained_embedding_separates_classes_better_than_untrained(learned) -> N
     assert after > before + 0.1, f"held-out top-1 {before:.3f} untrained vs {after:.3f} trained"
 
 
-def test_training_is_deterministic() -> None:
-    a, b = tc.train(QUICK), tc.train(QUICK)
+def test_training_is_deterministic_whatever_the_thread_count() -> None:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = tc.train(QUICK)
+        torch.set_num_threads(2)
+        b = tc.train(QUICK)
+        assert torch.get_num_threads() == 2  # restored after training
+    finally:
+        torch.set_num_threads(threads)
     assert a.losses == b.losses and _states_equal(a.encoder, b.encoder)
     assert a.encoder.fingerprint() == b.encoder.fingerprint()
 
