@@ -72,9 +72,7 @@ def test_two_encoders_and_the_language_model(suite, monkeypatch):
 def test_fewshot_and_clustering_reuse_the_cached_features(suite):
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", NO_CACHE_OPTION, f"{DATASET_OPTION}=digits",
                        "suites/test_semantics.py", "suites/test_fewshot.py", "suites/test_clustering.py",
-                       "-k", "label_probe or fewshot or clustering", "-rs",
-                       # tests/ has kernel tests with the suites' basenames; prepend mode would clash
-                       "--import-mode=importlib", limit=LIMIT)
+                       "-k", "label_probe or fewshot or clustering", "-rs", limit=LIMIT)
     # digits' smallest class has fewer than 10 training images at this limit: 10-shot skips
     result.assert_outcomes(passed=1 + 2 + 1, skipped=1)
     result.stdout.fnmatch_lines(["*10-shot needs 10 training images per class*raise --visprobe-limit*"])
