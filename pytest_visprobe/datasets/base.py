@@ -90,20 +90,7 @@ def decode_image(path: str, image_size: int) -> np.ndarray:
     """Decode one file to uint8 ``[S, S, 3]``; a broken file raises DatasetError naming it."""
     from PIL import Image  # lazy: keeps `import pytest_visprobe` light
 
-    try:
-        with Image.open(path) as img:
-            img.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale, faster
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError(
-            f"image file {path!r} has disappeared since the dataset was listed; "
-            "re-run so the folder is listed again."
-        ) from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(
-            f"cannot decode image file {path!r} ({type(exc).__name__}: {exc}); "
-            "the file is corrupt or not an image: replace or delete it."
-        ) from None
+    rgb = open_rgb(path, draft=image_size)
     width, height = rgb.size
     scale = image_size / min(width, height)
     new_w = max(image_size, int(round(width * scale)))
@@ -115,17 +102,22 @@ def decode_image(path: str, image_size: int) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8)
 
 
-def open_rgb(path: str):
-    """Decode one file to a PIL RGB image; a missing or broken file raises DatasetError naming it."""
+def open_rgb(path: str, *, draft: int | None = None):
+    """Decode one file to a PIL RGB image; a missing or broken file raises DatasetError naming it.
+
+    ``draft``: the smallest side needed, so JPEGs decode at a reduced scale (much faster).
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as img:
+            if draft is not None:
+                img.draft("RGB", (draft, draft))
             return img.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(
             f"image file {path!r} has disappeared since the dataset was listed; "
-            "re-run so the annotations are read again."
+            "re-run so it is listed again."
         ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(
