@@ -54,3 +54,14 @@ def test_encoder_without_feature_map_skips_with_what_to_implement(suite):
     result = suite.run(f"{ENCODER_OPTION}=nomap.py", "suites/test_localization.py", "-rs", limit=20)
     result.assert_outcomes(skipped=5)
     result.stdout.fnmatch_lines(["*SKIPPED*'nomap' has no feature_map(), which the dense (localization) probes need; implement*"])
+
+
+def test_localization_plot_draws_only_encoders_probed_on_that_dataset():
+    from pytest_visprobe.plots.localization import encoders_probed
+
+    values = {("cnn", "shapes", "segmentation_probe", "mIoU"): 0.5,
+              ("vit", "shapes", "region_label_probe", "top1"): 0.7,
+              ("cnn~random-init", "shapes", "label_probe", "top1"): 0.2,  # a semantic control record
+              ("vit", "coco", "detection_probe", "mAP"): 0.1}
+    assert encoders_probed(values, "shapes") == ["cnn", "vit"]
+    assert encoders_probed(values, "coco") == ["vit"]

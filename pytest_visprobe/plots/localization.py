@@ -21,13 +21,21 @@ METRICS = (
 )
 
 
+PROBES = {m[0] for m in METRICS}
+
+
+def encoders_probed(values: dict, dataset: str) -> list[str]:
+    """Encoders with a localization record on ``dataset``: others (e.g. semantic controls) get no bars."""
+    return sorted({e for e, d, p, _ in values if d == dataset and p in PROBES})
+
+
 def plot_localization(card, directory: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     values = {(r.encoder, r.dataset, r.probe, r.metric): r.value for r in card.records}
     written = []
-    for dataset in sorted({d for _, d, p, _ in values if p in {m[0] for m in METRICS}}):
-        encoders = sorted({e for e, d, _, _ in values if d == dataset})
+    for dataset in sorted({d for _, d, p, _ in values if p in PROBES}):
+        encoders = encoders_probed(values, dataset)
         shown = [m for m in METRICS if any((e, dataset, m[0], m[1]) in values for e in encoders)]
         width = 0.8 / len(shown)
         fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(encoders) + 2), 3.6))
