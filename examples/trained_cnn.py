@@ -186,9 +186,20 @@ def load_or_train(config: TrainConfig = TrainConfig(), cache_dir: Path | None = 
             encoder = _read(path, config)
             if encoder is not None:
                 return encoder
+        _say(f"visprobe: training examples/trained_cnn.py once (about half a minute on a CPU); "
+             f"the weights are then cached in {path}")
         encoder = train(config).encoder
         _write(path, encoder, config)
     return encoder
+
+
+def _say(message: str) -> None:
+    """A line on the real terminal (pytest captures sys.stderr while collecting fixtures)."""
+    import sys
+
+    stream = sys.__stderr__
+    if stream is not None:
+        print(message, file=stream, flush=True)
 
 
 def _read(path: Path, config: TrainConfig) -> TrainedCNN | None:
