@@ -135,9 +135,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(PROFILE_OPTION, "sizes, datasets and settings: quick (default, offline, CPU).",
            default="quick", metavar="NAME"),
     Option(DATASET_OPTION, "dataset for the label, few-shot, clustering, similarity and robustness "
-           "probes instead of the profile's, repeatable: "
-           "a registered name (shapes, digits, ...) or imagefolder:PATH.", repeatable=True,
-           metavar="SPEC"),
+           "probes instead of the profile's, repeatable: a registered name (shapes, digits, ...), "
+           "imagefolder:PATH or coco:IMAGES_DIR:ANNOTATIONS.json; ROLE=SPEC sets one probe role's "
+           "instead (e.g. localization=coco:..., attributes=cub).", repeatable=True,
+           metavar="[ROLE=]SPEC"),
     Option(REPORT_OPTION, f"directory for scorecard.json and scorecard.md (default: "
            f"{DEFAULT_REPORT_DIR}).", default=DEFAULT_REPORT_DIR, metavar="DIR"),
     Option(CACHE_DIR_OPTION, "on-disk feature cache (default: $VISPROBE_CACHE_DIR or "

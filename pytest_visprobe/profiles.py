@@ -14,6 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+#: Probe roles a profile assigns datasets to (``Profile.datasets``); suites name theirs with
+#: ``@pytest.mark.visprobe_datasets(ROLE)``.
+ROLES = ("label", "attributes", "fewshot", "clustering", "similarity", "transformations",
+         "robustness", "localization")
+
+
 class LinearProbeConfig(BaseModel):
     """Multinomial logistic regression on cached features (PROTOCOLS.md A, our default)."""
 

@@ -47,7 +47,7 @@ class VisprobeSession:
     options: dict[str, Any]
     profile: Profile
     encoder_refs: list[EncoderRef]
-    dataset_overrides: list[str]
+    dataset_overrides: dict[str, list[str]]  # role -> specs given with --visprobe-dataset
     rootdir: Path
     baseline: Scorecard | None = None
     explicit_thresholds: Thresholds | None = None
@@ -69,13 +69,16 @@ class VisprobeSession:
             refs = [parse_encoder_ref(raw, rootdir=rootdir) for raw in options["encoder"]]
         except EncoderLoadError as exc:
             raise ConfigError(str(exc)) from None
-        for spec in options["visprobe_dataset"]:
+        overrides: dict[str, list[str]] = {}
+        for raw in options["visprobe_dataset"]:
+            role, spec = split_role(raw)
             validate_dataset_spec(spec)
+            for name in (role,) if role else LABEL_ROLES:
+                overrides.setdefault(name, []).append(spec)
         for spec in options.get("visprobe_transformations_dataset", []):
             validate_dataset_spec(spec, TRANSFORMATIONS_DATASET_OPTION)
         session = cls(options=options, profile=profile, encoder_refs=refs,
-                      dataset_overrides=list(options["visprobe_dataset"]), rootdir=rootdir,
-                      worker_id=worker_id)
+                      dataset_overrides=overrides, rootdir=rootdir, worker_id=worker_id)
         baseline = options["visprobe_baseline"]
         if options["visprobe_bless"] and baseline is None:
             raise ConfigError(
@@ -112,12 +115,13 @@ class VisprobeSession:
         return path if path.is_absolute() else self.rootdir / path
 
     def datasets_for(self, role: str) -> list[str]:
-        """Dataset specs for a probe role. ``--visprobe-dataset`` replaces the lists of every
+        """Dataset specs for a probe role. ``--visprobe-dataset SPEC`` replaces the lists of every
         role whose probe needs only labels (LABEL_ROLES): a user who names their data expects
         the label, few-shot, clustering, similarity and robustness probes all to run on it.
+        ``--visprobe-dataset ROLE=SPEC`` replaces one role's (e.g. ``localization=coco:...``);
         ``--visprobe-transformations-dataset`` replaces the transformations role's."""
-        if role in LABEL_ROLES and self.dataset_overrides:
-            return list(self.dataset_overrides)
+        if role in self.dataset_overrides:
+            return list(self.dataset_overrides[role])
         if role == "transformations" and self.options.get("visprobe_transformations_dataset"):
             return list(self.options["visprobe_transformations_dataset"])
         try:
@@ -162,7 +166,8 @@ class VisprobeSession:
 
             name = spec.split(":", 1)[0]
             options = dict(self.profile.dataset_options.get(name, {}))
-            entry = next((e for e in list_datasets() if e.name == name), None)
+            # only a registered name reads the data root; coco:/imagefolder: specs carry their paths
+            entry = next((e for e in list_datasets() if e.name == spec), None)
             if entry is not None and entry.needs_data_root:
                 options.setdefault("root", str(self.data_root))
                 options.setdefault("download", bool(self.options.get("visprobe_download")))
@@ -263,6 +268,21 @@ class VisprobeSession:
         )
 
 
+def split_role(raw: str) -> tuple[str | None, str]:
+    """``ROLE=SPEC`` → (ROLE, SPEC); a plain SPEC → (None, SPEC). An unknown role is a ConfigError."""
+    from .profiles import ROLES
+
+    role, eq, spec = raw.partition("=")
+    if not eq or ":" in role or "/" in role:  # "=" inside a path, not a role prefix
+        return None, raw
+    if role not in ROLES:
+        guess = difflib.get_close_matches(role, ROLES, n=1)
+        hint = f" Did you mean {guess[0]!r}?" if guess else ""
+        raise ConfigError(f"{DATASET_OPTION}={raw}: unknown probe role {role!r}.{hint} Roles: "
+                          f"{', '.join(ROLES)}; or give SPEC alone for the label-only roles.")
+    return role, spec
+
+
 def validate_dataset_spec(spec: str, option: str = DATASET_OPTION) -> None:
     """Unknown dataset names fail at start-up with a did-you-mean, before anything runs."""
     from .datasets import list_datasets
@@ -272,11 +292,25 @@ def validate_dataset_spec(spec: str, option: str = DATASET_OPTION) -> None:
         if not Path(path).is_dir():
             raise ConfigError(f"{option}={spec}: folder not found ({Path(path).resolve()}).")
         return
+    if name == "coco" and sep:
+        from .datasets.base import DatasetError
+        from .datasets.coco import parse_coco_spec
+
+        try:
+            images, annotations = parse_coco_spec(spec)
+        except DatasetError as exc:
+            raise ConfigError(f"{option}: {exc}") from None
+        if not Path(images).is_dir():
+            raise ConfigError(f"{option}={spec}: images folder not found ({Path(images).resolve()}).")
+        if not Path(annotations).is_file():
+            raise ConfigError(f"{option}={spec}: annotation file not found ({Path(annotations).resolve()}).")
+        return
     names = [entry.name for entry in list_datasets()]
     if spec not in names:
         guess = difflib.get_close_matches(spec, names, n=1)
         hint = f" Did you mean {guess[0]!r}?" if guess else ""
         raise ConfigError(
             f"{option}={spec}: unknown dataset.{hint} Registered: {', '.join(sorted(names))}; "
-            f"or imagefolder:PATH for class-per-folder images."
+            f"or imagefolder:PATH for class-per-folder images, coco:IMAGES_DIR:ANNOTATIONS.json for "
+            f"COCO-format boxes and masks."
         )

@@ -65,3 +65,54 @@ def test_localization_plot_draws_only_encoders_probed_on_that_dataset():
               ("vit", "coco", "detection_probe", "mAP"): 0.1}
     assert encoders_probed(values, "shapes") == ["cnn", "vit"]
     assert encoders_probed(values, "coco") == ["vit"]
+
+
+def _coco_files(root, n_images=12):
+    """A small COCO-format set: one square (class 'box') and one bar (class 'bar') per image."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir()
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(n_images):
+        pixels = np.full((48, 48, 3), 40, np.uint8)
+        x, y = (int(v) for v in rng.integers(4, 20, 2))
+        pixels[y:y + 12, x:x + 12] = (220, 30, 30)
+        pixels[36:42, 4:40] = (30, 30, 220)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": 48, "height": 48})
+        annotations += [
+            {"id": 2 * i + 1, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 144,
+             "bbox": [x, y, 12, 12], "segmentation": [[x, y, x + 12, y, x + 12, y + 12, x, y + 12]]},
+            {"id": 2 * i + 2, "image_id": i, "category_id": 2, "iscrowd": 0, "area": 216,
+             "bbox": [4, 36, 36, 6], "segmentation": [[4, 36, 40, 36, 40, 42, 4, 42]]},
+        ]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": [
+        {"id": 1, "name": "box"}, {"id": 2, "name": "bar"}]}))
+    return f"coco:{root / 'images'}:{root / 'ann.json'}"
+
+
+def test_a_coco_file_reaches_the_localization_suite_from_the_command_line(suite):
+    from pytest_visprobe.options import DATASET_OPTION
+
+    spec = _coco_files(suite.pytester.path)
+    result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=localization={spec}",
+                       "suites/test_localization.py", "-k", "semantic_segmentation")
+    result.assert_outcomes(passed=1)
+    (record,) = suite.scorecard()["records"]
+    assert record["probe"] == "segmentation_probe" and record["dataset"] == spec  # named by its spec
+    assert record["details"]["per_class_iou"] and 0.0 <= record["value"] <= 1.0
+
+
+def test_unknown_role_or_missing_coco_file_is_a_usage_error(suite):
+    from pytest_visprobe.options import DATASET_OPTION
+
+    result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=localisation=shapes", "suites/")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*unknown probe role 'localisation'. Did you mean 'localization'?*"])
+    result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=coco:nowhere:ann.json", "suites/")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*coco:nowhere:ann.json: images folder not found*"])
