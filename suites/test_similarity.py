@@ -14,6 +14,7 @@ Every record carries the full correlation matrix in its details; the report draw
 heat-map and an average-linkage dendrogram on 1 - r.
 """
 
+import numpy as np
 import pytest
 
 from pytest_visprobe.probes.rsa import correlation_matrix, euclidean_rdm, welch_rdm
@@ -25,6 +26,12 @@ def encoder_rdms(visprobe, encoders, dataset):
     """Welch-t RDM of every encoder on the profile's split, keyed by encoder name."""
     split = visprobe.profile.similarity.split
     labels = dataset.split(split).labels
+    counts = np.bincount(labels, minlength=len(dataset.class_names))
+    if (counts == 0).any():
+        missing = [dataset.class_names[i] for i in np.flatnonzero(counts == 0)]
+        pytest.skip(f"RSA needs every class in the {split} split, but {dataset.name} has no "
+                    f"{', '.join(map(repr, missing[:5]))} image there; raise --visprobe-limit or pick "
+                    f"another dataset.")
     return {
         encoder.name: welch_rdm(visprobe.features(encoder, dataset, split).numpy(), labels,
                                 n_classes=len(dataset.class_names))

@@ -131,3 +131,21 @@ def test_rsa_reference_threshold_gates_drift_from_the_parent(suite):
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*pooled · similarity.rsa_reference on digits: obtained *, expected >= 0.9900*"])
     assert all(r["threshold"] == 0.99 and not r["passed"] for r in suite.scorecard()["records"])
+
+
+def test_similarity_skips_with_the_fix_when_a_class_is_missing_from_the_split(suite):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("a", "b", "c"):
+            folder = suite.pytester.path / "pets" / split / name
+            folder.mkdir(parents=True)
+            for k in range(4):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    # a cap of 2 samples per split cannot keep all 3 classes
+    result = suite.run(f"{ENCODER_OPTION}=pooled.py", f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=imagefolder:pets",
+                       "suites/test_similarity.py::test_similarity_between_encoders", "-rs", limit=2)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*RSA needs every class in the test split*raise --visprobe-limit*"])
