@@ -79,6 +79,7 @@ class FeatureStore:
     counters: FeatureCounters = field(default_factory=FeatureCounters)
     _memory: dict[str, torch.Tensor] = field(default_factory=dict)
     _placed: set[int] = field(default_factory=set)
+    _failed: dict[str, str] = field(default_factory=dict)  # key -> the contract error it raised
 
     def get(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "embed") -> torch.Tensor:
         """Features of every image in ``dataset[split]``: float32 on the CPU, ``[N, D]`` or ``[N, C, h, w]``."""
@@ -88,10 +89,16 @@ class FeatureStore:
         if key in self._memory:
             self.counters.from_memory += 1
             return self._memory[key]
-        if self.cache_dir is None:
-            features = self._compute(encoder, dataset, split, view)
-        else:
-            features = self._get_via_disk(key, encoder, dataset, split, view)
+        if key in self._failed:  # a broken encoder fails every later test at once, not after a full pass
+            raise EncoderOutputError(self._failed[key])
+        try:
+            if self.cache_dir is None:
+                features = self._compute(encoder, dataset, split, view)
+            else:
+                features = self._get_via_disk(key, encoder, dataset, split, view)
+        except EncoderOutputError as exc:
+            self._failed[key] = str(exc)
+            raise
         self._memory[key] = features
         return features
 

@@ -263,6 +263,10 @@ def test_broken_encoder_gives_a_clear_error(tmp_path: Path, how: str, pattern: s
         store.get(encoder, make_dataset(), "train")
     assert f"'broken-{how}'" in str(info.value)
     assert not list(tmp_path.glob("*.safetensors")), "a failed extraction must not leave a cache file"
+    passes = store.counters.forward_passes
+    with pytest.raises(EncoderOutputError, match=pattern):  # the next test asking fails at once
+        store.get(encoder, make_dataset(), "train")
+    assert store.counters.forward_passes == passes
 
 
 def test_feature_map_rank_is_checked() -> None:
