@@ -75,8 +75,9 @@ class VisprobeSession:
             validate_dataset_spec(spec)
             for name in (role,) if role else LABEL_ROLES:
                 overrides.setdefault(name, []).append(spec)
-        for spec in options.get("visprobe_transformations_dataset", []):
+        for spec in options.get("visprobe_transformations_dataset", []):  # = transformations=SPEC
             validate_dataset_spec(spec, TRANSFORMATIONS_DATASET_OPTION)
+            overrides.setdefault("transformations", []).append(spec)
         session = cls(options=options, profile=profile, encoder_refs=refs,
                       dataset_overrides=overrides, rootdir=rootdir, worker_id=worker_id)
         baseline = options["visprobe_baseline"]
@@ -118,12 +119,10 @@ class VisprobeSession:
         """Dataset specs for a probe role. ``--visprobe-dataset SPEC`` replaces the lists of every
         role whose probe needs only labels (LABEL_ROLES): a user who names their data expects
         the label, few-shot, clustering, similarity and robustness probes all to run on it.
-        ``--visprobe-dataset ROLE=SPEC`` replaces one role's (e.g. ``localization=coco:...``);
-        ``--visprobe-transformations-dataset`` replaces the transformations role's."""
+        ``--visprobe-dataset ROLE=SPEC`` (or ``--visprobe-transformations-dataset SPEC`` for
+        ``transformations``) replaces one role's, e.g. ``localization=coco:...``."""
         if role in self.dataset_overrides:
             return list(self.dataset_overrides[role])
-        if role == "transformations" and self.options.get("visprobe_transformations_dataset"):
-            return list(self.options["visprobe_transformations_dataset"])
         try:
             return list(self.profile.datasets[role])
         except KeyError:
@@ -209,6 +208,25 @@ class VisprobeSession:
                 return record
         return None
 
+    def baseline_data_mismatch(self, dataset: "Dataset") -> str | None:
+        """Why the baseline's numbers for ``dataset`` were measured on other data, or None.
+
+        Fingerprints cover the files, loader options, seed and ``--visprobe-limit``.
+        """
+        if self.baseline is None:
+            return None
+        recorded = next((d for d in self.baseline.datasets if d.name == dataset.name), None)
+        if recorded is None or recorded.fingerprint == dataset.fingerprint:
+            return None
+        return (
+            f"baseline {self.options['visprobe_baseline']} was measured on other data for dataset "
+            f"{dataset.name!r} (fingerprint {recorded.fingerprint[:12]}, splits {recorded.splits}; "
+            f"this run: {dataset.fingerprint[:12]}, splits "
+            f"{ {name: len(split) for name, split in dataset.splits.items()} }): the files, the "
+            "loader options, --visprobe-seed or --visprobe-limit differ. Run with the baseline's "
+            "data and settings, or accept a new baseline made on this data."
+        )
+
     # ------------------------------------------------------------------ controls and preflight
 
     def control_encoder(self, encoder: "Encoder") -> "Encoder":
@@ -246,26 +264,6 @@ class VisprobeSession:
             images = F.interpolate(images, size=tuple(encoder.input_size), mode="bilinear",
                                    antialias=True, align_corners=False).clamp_(0, 1)
         return images.to(self.store.device)
-
-
-    def baseline_data_mismatch(self, dataset: "Dataset") -> str | None:
-        """Why the baseline's numbers for ``dataset`` were measured on other data, or None.
-
-        Fingerprints cover the files, loader options, seed and ``--visprobe-limit``.
-        """
-        if self.baseline is None:
-            return None
-        recorded = next((d for d in self.baseline.datasets if d.name == dataset.name), None)
-        if recorded is None or recorded.fingerprint == dataset.fingerprint:
-            return None
-        return (
-            f"baseline {self.options['visprobe_baseline']} was measured on other data for dataset "
-            f"{dataset.name!r} (fingerprint {recorded.fingerprint[:12]}, splits {recorded.splits}; "
-            f"this run: {dataset.fingerprint[:12]}, splits "
-            f"{ {name: len(split) for name, split in dataset.splits.items()} }): the files, the "
-            "loader options, --visprobe-seed or --visprobe-limit differ. Run with the baseline's "
-            "data and settings, or accept a new baseline made on this data."
-        )
 
 
 def split_role(raw: str) -> tuple[str | None, str]:
