@@ -66,6 +66,21 @@ class Recorder:
         self._note(encoder, dataset)
         return self._session.store.get(encoder, dataset, split, view)
 
+    def label_probe(self, encoder: "Encoder", dataset: "Dataset", train_x: "torch.Tensor | None" = None,
+                    test_x: "torch.Tensor | None" = None) -> tuple[Metric, Any]:
+        """The label probe on cached features, fitted once per process per (encoder, dataset).
+
+        The semantics suite reports its metric; the robustness suite attacks its head — one fit.
+        Features already in hand may be passed; otherwise they are fetched only for the fit.
+        """
+        given = {"train": train_x, "test": test_x}
+
+        def features(split: str) -> "torch.Tensor":
+            found = given[split]
+            return self.features(encoder, dataset, split) if found is None else found
+
+        return self._session.label_probe(encoder, dataset, features)
+
     def check(self, *metrics: Metric, encoder: "Encoder", dataset: "Dataset", split: str = "test") -> None:
         """Record every metric, then fail once with all threshold/baseline violations.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .encoder_refs import EncoderRef, parse_encoder_ref
 from .errors import ConfigError
@@ -58,6 +58,7 @@ class VisprobeSession:
     _datasets: dict[str, "Dataset"] = field(default_factory=dict)
     _store: "FeatureStore | None" = None
     _controls: dict[str, Any] = field(default_factory=dict)
+    _label_probes: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], rootdir: Path, worker_id: str) -> "VisprobeSession":
@@ -226,6 +227,19 @@ class VisprobeSession:
             "loader options, --visprobe-seed or --visprobe-limit differ. Run with the baseline's "
             "data and settings, or accept a new baseline made on this data."
         )
+
+    def label_probe(self, encoder: "Encoder", dataset: "Dataset",
+                    features: "Callable[[str], torch.Tensor]") -> tuple[Any, Any]:
+        """(label top-1 Metric, LinearHead), fitted once per (encoder, dataset) in this process;
+        ``features(split)`` is asked only for that one fit."""
+        key = (encoder.name, dataset.name)
+        if key not in self._label_probes:
+            from .probes.semantics import label_probe
+
+            self._label_probes[key] = label_probe(
+                features("train"), dataset.split("train").labels, features("test"), dataset.split("test").labels,
+                n_classes=len(dataset.class_names), config=self.profile.linear_probe, seed=self.seed)
+        return self._label_probes[key]
 
     # ------------------------------------------------------------------ controls and preflight
 

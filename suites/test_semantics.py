@@ -18,9 +18,10 @@ def test_label_probe(visprobe, visprobe_encoder, visprobe_dataset):
     train, test = visprobe_dataset.split("train"), visprobe_dataset.split("test")
     train_x = visprobe.features(visprobe_encoder, visprobe_dataset, "train")
     test_x = visprobe.features(visprobe_encoder, visprobe_dataset, "test")
-    settings = dict(n_classes=len(visprobe_dataset.class_names), config=visprobe.profile.linear_probe, seed=visprobe.seed)
-    metric, _ = label_probe(train_x, train.labels, test_x, test.labels, **settings)
-    control, _ = label_probe(train_x, permuted_targets(train.labels, visprobe.seed), test_x, test.labels, **settings)
+    metric, _ = visprobe.label_probe(visprobe_encoder, visprobe_dataset, train_x, test_x)  # shared with RPGD
+    control, _ = label_probe(train_x, permuted_targets(train.labels, visprobe.seed), test_x, test.labels,
+                             n_classes=len(visprobe_dataset.class_names), config=visprobe.profile.linear_probe,
+                             seed=visprobe.seed)
     visprobe.check(metric, selectivity(metric, control), encoder=visprobe_encoder, dataset=visprobe_dataset)
 
 
