@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .linear import standardizer
+
 
 @dataclass(frozen=True)
 class ConvHead:
@@ -36,10 +38,8 @@ def _apply(maps, mean, scale, weight, bias):
 
 def channel_standardizer(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Train-split mean and std per channel over images and positions; constant channels get 1."""
-    flat = maps.float().transpose(0, 1).reshape(maps.shape[1], -1)
-    mean = flat.mean(dim=1)
-    scale = flat.std(dim=1)
-    return mean, torch.where(scale > 1e-8, scale, torch.ones_like(scale))
+    positions = maps.float().transpose(0, 1).reshape(maps.shape[1], -1).T  # [N·h·w, C]
+    return standardizer(positions)
 
 
 def fit_conv_head(
