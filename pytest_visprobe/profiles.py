@@ -170,7 +170,7 @@ class Profile(BaseModel):
 
     name: str
     description: str
-    #: probe role -> dataset specs; ``--visprobe-dataset`` replaces the ``label`` role's list.
+    #: probe role (ROLES) -> dataset specs; ``--visprobe-dataset`` replaces them (session.datasets_for).
     datasets: dict[str, tuple[str, ...]]
     #: dataset name -> loader options (sizes); specs not listed use the loader's defaults.
     dataset_options: dict[str, dict[str, Any]] = {}
