@@ -66,6 +66,13 @@ class Recorder:
         self._note(encoder, dataset)
         return self._session.store.get(encoder, dataset, split, view)
 
+    def shared(self, name: str, encoder: "Encoder", dataset: "Dataset", compute: "Callable[[], Any]") -> Any:
+        """``compute()`` once per process per (name, encoder, dataset), for fits several tests use.
+
+        Profile settings and the seed are fixed for the session, so the key need not name them.
+        """
+        return self._session.shared((name, encoder.name, dataset.name), compute)
+
     def label_probe(self, encoder: "Encoder", dataset: "Dataset", train_x: "torch.Tensor | None" = None,
                     test_x: "torch.Tensor | None" = None) -> tuple[Metric, Any]:
         """The label probe on cached features, fitted once per process per (encoder, dataset).
@@ -73,13 +80,16 @@ class Recorder:
         The semantics suite reports its metric; the robustness suite attacks its head — one fit.
         Features already in hand may be passed; otherwise they are fetched only for the fit.
         """
-        given = {"train": train_x, "test": test_x}
+        from .probes.semantics import label_probe
 
-        def features(split: str) -> "torch.Tensor":
-            found = given[split]
-            return self.features(encoder, dataset, split) if found is None else found
+        def fit() -> tuple[Metric, Any]:
+            train, test = dataset.split("train"), dataset.split("test")
+            return label_probe(
+                self.features(encoder, dataset, "train") if train_x is None else train_x, train.labels,
+                self.features(encoder, dataset, "test") if test_x is None else test_x, test.labels,
+                n_classes=len(dataset.class_names), config=self.profile.linear_probe, seed=self.seed)
 
-        return self._session.label_probe(encoder, dataset, features)
+        return self.shared("label_probe", encoder, dataset, fit)
 
     def check(self, *metrics: Metric, encoder: "Encoder", dataset: "Dataset", split: str = "test") -> None:
         """Record every metric, then fail once with all threshold/baseline violations.

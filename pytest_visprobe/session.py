@@ -58,7 +58,7 @@ class VisprobeSession:
     _datasets: dict[str, "Dataset"] = field(default_factory=dict)
     _store: "FeatureStore | None" = None
     _controls: dict[str, Any] = field(default_factory=dict)
-    _label_probes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _shared: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], rootdir: Path, worker_id: str) -> "VisprobeSession":
@@ -228,18 +228,11 @@ class VisprobeSession:
             "data and settings, or accept a new baseline made on this data."
         )
 
-    def label_probe(self, encoder: "Encoder", dataset: "Dataset",
-                    features: "Callable[[str], torch.Tensor]") -> tuple[Any, Any]:
-        """(label top-1 Metric, LinearHead), fitted once per (encoder, dataset) in this process;
-        ``features(split)`` is asked only for that one fit."""
-        key = (encoder.name, dataset.name)
-        if key not in self._label_probes:
-            from .probes.semantics import label_probe
-
-            self._label_probes[key] = label_probe(
-                features("train"), dataset.split("train").labels, features("test"), dataset.split("test").labels,
-                n_classes=len(dataset.class_names), config=self.profile.linear_probe, seed=self.seed)
-        return self._label_probes[key]
+    def shared(self, key: tuple[str, ...], compute: "Callable[[], Any]") -> Any:
+        """``compute()`` once per process per key: a fit several tests use (a label head, a dense head)."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     # ------------------------------------------------------------------ controls and preflight
 

@@ -8,10 +8,10 @@ images. Settings: the profile's ``localization`` config.
 
 import pytest
 
-from pytest_visprobe.probes.detection import detection_probe
+from pytest_visprobe.probes.detection import detection_probe, fit_centre_head
 from pytest_visprobe.probes.instances import instance_segmentation_probe
 from pytest_visprobe.probes.regions import region_attribute_probe, region_features, region_label_probe
-from pytest_visprobe.probes.segmentation import segmentation_probe
+from pytest_visprobe.probes.segmentation import fit_segmentation_head, segmentation_probe
 
 
 def maps_of(visprobe, encoder, dataset):
@@ -25,6 +25,22 @@ def image_size(split):
     return tuple(split.images.get([0]).shape[1:3])
 
 
+def segmentation_head(visprobe, encoder, dataset, train_maps):
+    """The segmentation head, fitted once and shared by the segmentation and instance tests."""
+    train = dataset.split("train")
+    return visprobe.shared("segmentation_head", encoder, dataset, lambda: fit_segmentation_head(
+        train_maps, train.semantic_masks, n_classes=len(dataset.class_names),
+        config=visprobe.profile.localization, seed=visprobe.seed))
+
+
+def centre_head(visprobe, encoder, dataset, train_maps):
+    """The detection head, fitted once and shared by the detection and instance tests."""
+    train = dataset.split("train")
+    return visprobe.shared("centre_head", encoder, dataset, lambda: fit_centre_head(
+        train_maps, train.boxes, train.box_labels, n_classes=len(dataset.class_names),
+        image_size=image_size(train), config=visprobe.profile.localization, seed=visprobe.seed))
+
+
 @pytest.mark.visprobe_datasets("localization")
 def test_semantic_segmentation(visprobe, visprobe_encoder, visprobe_dataset):
     visprobe.require(visprobe_dataset, "masks")
@@ -32,7 +48,8 @@ def test_semantic_segmentation(visprobe, visprobe_encoder, visprobe_dataset):
     train, test = visprobe_dataset.split("train"), visprobe_dataset.split("test")
     metric = segmentation_probe(train_maps, train.semantic_masks, test_maps, test.semantic_masks,
                                 class_names=visprobe_dataset.class_names,
-                                config=visprobe.profile.localization, seed=visprobe.seed)
+                                config=visprobe.profile.localization, seed=visprobe.seed,
+                                head=segmentation_head(visprobe, visprobe_encoder, visprobe_dataset, train_maps))
     visprobe.check(metric, encoder=visprobe_encoder, dataset=visprobe_dataset)
 
 
@@ -43,7 +60,8 @@ def test_detection(visprobe, visprobe_encoder, visprobe_dataset):
     train, test = visprobe_dataset.split("train"), visprobe_dataset.split("test")
     metrics = detection_probe(train_maps, train.boxes, train.box_labels, test_maps, test.boxes, test.box_labels,
                               n_classes=len(visprobe_dataset.class_names), image_size=image_size(test),
-                              config=visprobe.profile.localization, seed=visprobe.seed)
+                              config=visprobe.profile.localization, seed=visprobe.seed,
+                              head=centre_head(visprobe, visprobe_encoder, visprobe_dataset, train_maps))
     visprobe.check(*metrics, encoder=visprobe_encoder, dataset=visprobe_dataset)
 
 
@@ -53,7 +71,9 @@ def test_instance_segmentation(visprobe, visprobe_encoder, visprobe_dataset):
     train_maps, test_maps = maps_of(visprobe, visprobe_encoder, visprobe_dataset)
     metric = instance_segmentation_probe(
         train_maps, visprobe_dataset.split("train"), test_maps, visprobe_dataset.split("test"),
-        n_classes=len(visprobe_dataset.class_names), config=visprobe.profile.localization, seed=visprobe.seed)
+        n_classes=len(visprobe_dataset.class_names), config=visprobe.profile.localization, seed=visprobe.seed,
+        detector=centre_head(visprobe, visprobe_encoder, visprobe_dataset, train_maps),
+        segmenter=segmentation_head(visprobe, visprobe_encoder, visprobe_dataset, train_maps))
     visprobe.check(metric, encoder=visprobe_encoder, dataset=visprobe_dataset)
 
 

@@ -121,6 +121,14 @@ def decode_detections(out: torch.Tensor, *, n_classes: int, image_size: tuple[in
     return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
 
 
+def fit_centre_head(maps: torch.Tensor, boxes, labels, *, n_classes: int, image_size: tuple[int, int],
+                    config, seed: int) -> ConvHead:
+    """The centre head trained on ``maps`` against the boxes' centre targets."""
+    targets = centre_targets(boxes, labels, n_classes=n_classes, map_size=tuple(maps.shape[-2:]),
+                             image_size=image_size)
+    return fit_detection_head(maps, targets, config=config, seed=seed)
+
+
 def detect(head: ConvHead, maps: torch.Tensor, *, n_classes: int, image_size: tuple[int, int],
            max_detections: int) -> list[dict[str, torch.Tensor]]:
     out = in_chunks(maps, lambda m, _: head(m))
@@ -152,12 +160,15 @@ def coco_map(preds: list[dict], targets: list[dict], iou_type: str = "bbox") -> 
 
 def detection_probe(
     train_maps: torch.Tensor, train_boxes, train_labels, test_maps: torch.Tensor, test_boxes, test_labels,
-    *, n_classes: int, image_size: tuple[int, int], config, seed: int,
+    *, n_classes: int, image_size: tuple[int, int], config, seed: int, head: ConvHead | None = None,
 ) -> list[Metric]:
-    """Box mAP@[.5:.95] and AP50 of the centre head on the test split."""
-    targets = centre_targets(train_boxes, train_labels, n_classes=n_classes,
-                             map_size=tuple(train_maps.shape[-2:]), image_size=image_size)
-    head = fit_detection_head(train_maps, targets, config=config, seed=seed)
+    """Box mAP@[.5:.95] and AP50 of the centre head on the test split.
+
+    ``head``: one already fitted by :func:`fit_centre_head` on these train maps, to share it.
+    """
+    if head is None:
+        head = fit_centre_head(train_maps, train_boxes, train_labels, n_classes=n_classes,
+                               image_size=image_size, config=config, seed=seed)
     preds = detect(head, test_maps, n_classes=n_classes, image_size=image_size,
                    max_detections=config.max_detections)
     scores = coco_map(preds, ground_truth(test_boxes, test_labels))

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..results import Metric
-from .detection import centre_targets, coco_map, detect, fit_detection_head, ground_truth
+from .dense import ConvHead
+from .detection import coco_map, detect, fit_centre_head, ground_truth
 from .segmentation import fit_segmentation_head, predict_masks
 
 
@@ -36,15 +37,20 @@ def box_class_masks(detections: list[dict], semantic: torch.Tensor) -> list[dict
 
 def instance_segmentation_probe(
     train_maps: torch.Tensor, train, test_maps: torch.Tensor, test,
-    *, n_classes: int, config, seed: int,
+    *, n_classes: int, config, seed: int, detector: ConvHead | None = None, segmenter: ConvHead | None = None,
 ) -> Metric:
-    """Mask mAP@[.5:.95] on the test split; ``train``/``test`` are dataset Splits with masks."""
+    """Mask mAP@[.5:.95] on the test split; ``train``/``test`` are dataset Splits with masks.
+
+    ``detector``/``segmenter``: the detection and segmentation probes' heads on these train
+    maps, to share them; each is fitted here when not given.
+    """
     image_size = tuple(np.asarray(test.semantic_masks).shape[-2:])
-    targets = centre_targets(train.boxes, train.box_labels, n_classes=n_classes,
-                             map_size=tuple(train_maps.shape[-2:]), image_size=image_size)
-    detector = fit_detection_head(train_maps, targets, config=config, seed=seed)
-    segmenter = fit_segmentation_head(train_maps, train.semantic_masks, n_classes=n_classes,
-                                      config=config, seed=seed)
+    if detector is None:
+        detector = fit_centre_head(train_maps, train.boxes, train.box_labels, n_classes=n_classes,
+                                   image_size=image_size, config=config, seed=seed)
+    if segmenter is None:
+        segmenter = fit_segmentation_head(train_maps, train.semantic_masks, n_classes=n_classes,
+                                          config=config, seed=seed)
     detections = detect(detector, test_maps, n_classes=n_classes, image_size=image_size,
                         max_detections=config.max_detections)
     preds = box_class_masks(detections, predict_masks(segmenter, test_maps, image_size))

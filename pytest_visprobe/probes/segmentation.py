@@ -65,10 +65,14 @@ def per_class_iou(pred: torch.Tensor, target: torch.Tensor, n_labels: int) -> np
 
 def segmentation_probe(
     train_maps: torch.Tensor, train_masks: np.ndarray, test_maps: torch.Tensor, test_masks: np.ndarray,
-    *, class_names: Sequence[str], config, seed: int,
+    *, class_names: Sequence[str], config, seed: int, head: ConvHead | None = None,
 ) -> Metric:
-    """mIoU (background included, labels absent from both prediction and truth left out)."""
-    head = fit_segmentation_head(train_maps, train_masks, n_classes=len(class_names), config=config, seed=seed)
+    """mIoU (background included, labels absent from both prediction and truth left out).
+
+    ``head``: one already fitted by ``fit_segmentation_head`` on these train maps, to share it.
+    """
+    if head is None:
+        head = fit_segmentation_head(train_maps, train_masks, n_classes=len(class_names), config=config, seed=seed)
     target = torch.as_tensor(np.asarray(test_masks), dtype=torch.long)
     pred = predict_masks(head, test_maps, tuple(target.shape[-2:]))
     names = ["background", *class_names]
