@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_visprobe.probes.robustness import attack_success  # noqa: E402
+from pytest_visprobe.kernels.pgd import attack_success  # noqa: E402
 
 EPS = {
     "linf": [1e-4, 2e-4, 5e-4, 8e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0],  # PROTOCOLS.md §A

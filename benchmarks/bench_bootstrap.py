@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from pytest_visprobe.ranking import mean_average_precision
-from pytest_visprobe.uncertainty import bootstrap_interval, map_bootstrap_interval, seed_for
+from pytest_visprobe.kernels.ranking import mean_average_precision
+from pytest_visprobe.report.statistics import bootstrap_interval, map_bootstrap_interval, seed_for
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def worker(method: str, n: int, labels_out: str) -> dict:
     from sklearn.cluster import SpectralClustering
     from sklearn.metrics import adjusted_rand_score
 
-    from pytest_visprobe.probes import clustering as C
+    from pytest_visprobe.kernels import clustering as C
 
     x, y = make_data(n)
     if method == "knn":

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pytest_visprobe.datasets.base import ArrayImages, Dataset, Split
-from pytest_visprobe.encoders import ModuleEncoder
+from pytest_visprobe.encoders.base import ModuleEncoder
 from pytest_visprobe.features import FeatureStore
 
 CPU = torch.device("cpu")

@@ -24,9 +24,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from pytest_visprobe.probes.linear import fit_linear, objective, standardizer, top1
-from pytest_visprobe.probes.semantics import label_probe
-from pytest_visprobe.profiles import LinearProbeConfig
+from pytest_visprobe.kernels.linear import fit_linear, objective, standardizer, top1
+from pytest_visprobe.probes.label import label_top1 as label_probe
+from pytest_visprobe.probes.heads import LinearProbeConfig
 
 PROBLEMS = [
     # (name, n_train, n_test, dim, classes, class separation, weight decay)

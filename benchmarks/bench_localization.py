@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from pytest_visprobe.datasets import load_dataset
-from pytest_visprobe.encoders import ModuleEncoder, as_encoder
+from pytest_visprobe.encoders.base import ModuleEncoder, as_encoder
 from pytest_visprobe.features import FeatureStore
-from pytest_visprobe.probes.segmentation import fit_segmentation_head
-from pytest_visprobe.profiles import LocalizationConfig
+from pytest_visprobe.kernels.segmentation import fit_segmentation_head
+from pytest_visprobe.probes.heads import LocalizationConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

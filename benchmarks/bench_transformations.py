@@ -21,7 +21,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from pytest_visprobe.transformations import apply_transformation, list_transformations
+from pytest_visprobe.datasets.transformations import apply_transformation, list_transformations
 
 
 def crops(size: int) -> list[np.ndarray]:

@@ -168,7 +168,7 @@ def training_key(config: TrainConfig) -> str:
 
 
 def cache_path(config: TrainConfig, cache_dir: Path | None = None) -> Path:
-    from pytest_visprobe.options import default_cache_dir
+    from pytest_visprobe.runner.options import default_cache_dir
 
     directory = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / "examples"
     return directory / f"trained_cnn-{training_key(config)}.safetensors"

@@ -29,3 +29,22 @@ class PreflightError(VisprobeError):
 
 class ControlUnavailable(VisprobeError):
     """The encoder cannot be re-initialised for a random-init control (controls.py); says why."""
+
+
+class RegistryError(VisprobeError):
+    """A registration went wrong: a duplicate name without ``replace=True``, a bad lazy entry."""
+
+
+class UnknownNameError(RegistryError, KeyError):
+    """A name that no registry holds; the message lists what is registered and guesses the intent."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(VisprobeError):
+    """A dataset could not be made: unknown spec, unreadable or malformed files."""
+
+
+class DatasetNotFoundError(DatasetError):
+    """A real dataset is not under the data root (and was not downloaded); its tests skip."""

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets.base import Dataset
-from .encoders import Encoder
-from .errors import CacheCorruptWarning, ConfigError, EncoderOutputError
+from pytest_visprobe.datasets.base import Dataset
+from pytest_visprobe.encoders.base import Encoder
+from pytest_visprobe.errors import CacheCorruptWarning, ConfigError, EncoderOutputError
 
 FORMAT_VERSION = "1"
 VIEWS = ("embed", "feature_map")

@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
-from pytest_visprobe.probes import clustering as C
+from pytest_visprobe.kernels import clustering as C
 
 
 def _labels_from_table(table):

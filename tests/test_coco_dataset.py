@@ -132,9 +132,9 @@ def test_coco_bad_specs_say_what_to_fix(coco_files, tmp_path, spec, message):
 def test_dense_probes_run_on_a_coco_dataset(coco_files):
     import torch
 
-    from pytest_visprobe.probes.instances import instance_segmentation_probe
-    from pytest_visprobe.probes.regions import region_features
-    from pytest_visprobe.profiles import LocalizationConfig
+    from pytest_visprobe.kernels.instances import instance_segmentation_probe
+    from pytest_visprobe.kernels.regions import region_features
+    from pytest_visprobe.probes.heads import LocalizationConfig
 
     images_dir, ann = coco_files
     ds = load_dataset(f"coco:{images_dir}:{ann}", image_size=30, test_fraction=0.34, seed=0)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import pytest_visprobe.datasets as datasets
+from pytest_visprobe.errors import RegistryError
 from pytest_visprobe.datasets import (
     ArrayImages,
     Dataset,
@@ -149,7 +150,7 @@ def test_bad_seed_or_limit_is_rejected(kwargs):
 
 
 def test_register_dataset_makes_a_loader_loadable(monkeypatch):
-    monkeypatch.setattr(datasets, "_REGISTRY", dict(datasets._REGISTRY))
+    monkeypatch.setattr(datasets.DATASETS, "_entries", dict(datasets.DATASETS._entries))  # undone after the test
 
     def tiny(*, seed: int = 0, n: int = 4) -> Dataset:
         rng = np.random.default_rng(seed)
@@ -161,8 +162,10 @@ def test_register_dataset_makes_a_loader_loadable(monkeypatch):
     register_dataset("tiny", tiny, targets={"label"}, description="test")
     assert "tiny" in [e.name for e in list_datasets()]
     assert len(load_dataset("tiny", n=6).split("train")) == 6
-    with pytest.raises(DatasetError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered.*replace=True"):
         register_dataset("tiny", lambda *, seed: None, targets={"label"}, description="x")
+    register_dataset("tiny", tiny, targets={"label"}, description="replaced", replace=True)
+    assert datasets.DATASETS.get("tiny").description == "replaced"
     with pytest.raises(DatasetError, match="unknown targets"):
         register_dataset("other", tiny, targets={"labels"}, description="x")
     with pytest.raises(DatasetError, match="options are n"):

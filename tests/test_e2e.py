@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from pytest_visprobe.options import (
+from pytest_visprobe.runner.options import (
     BASELINE_OPTION,
     DATASET_OPTION,
     ENCODER_OPTION,
@@ -50,7 +50,7 @@ def test_main_job_writes_scorecard_and_summary(suite):
         "scorecard: *scorecard.json*scorecard.md",
     ])
     card = suite.scorecard()
-    assert card["schema_version"] == 2
+    assert card["schema_version"] == 3
     assert card["provenance"]["profile"] == "quick" and card["provenance"]["device"] == "cpu"
     assert {(r["probe"], r["dataset"]) for r in card["records"]} == {
         ("label_probe", "shapes"), ("label_probe", "digits"), ("attribute_probe", "shapes")}
@@ -231,12 +231,16 @@ def test_baseline_regression_fails_beyond_tolerance_and_noise_only(suite):
               "suites/test_semantics.py").assert_outcomes(passed=3)
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"schema_version": 1}', '{"schema_version": 99, "provenance": {}}'])
-def test_malformed_baseline_is_a_usage_error(suite, content):
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "is not a pytest-visprobe scorecard: not valid JSON*"),
+    ('{"schema_version": 1}', "is not a pytest-visprobe scorecard*provenance: Field required*"),
+    ('{"schema_version": 99, "provenance": {}}', "has schema_version 99; this pytest-visprobe reads versions 1, 2, 3*"),
+])
+def test_malformed_baseline_is_a_usage_error(suite, content, message):
     (suite.pytester.path / "baseline.json").write_text(content)
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", f"{BASELINE_OPTION}=baseline.json", "suites/")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: baseline *baseline.json is not a pytest-visprobe scorecard*"])
+    result.stderr.fnmatch_lines([f"ERROR: baseline *baseline.json {message}"])
 
 
 # --------------------------------------------------------------------------- datasets
@@ -265,7 +269,7 @@ def test_imagefolder_dataset_option(suite):
 def test_unknown_dataset_name_suggests_the_right_one(suite):
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", f"{DATASET_OPTION}=digts", "suites/")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --visprobe-dataset=digts: unknown dataset. Did you mean 'digits'?*"])
+    result.stderr.fnmatch_lines(["ERROR: --visprobe-dataset=digts: unknown dataset 'digts'. Did you mean 'digits'?*"])
 
 
 # --------------------------------------------------------------------------- bad encoders
@@ -310,3 +314,20 @@ def test_broken_encoder_gives_one_clear_message_and_keeps_the_scorecard(suite, n
     card = suite.scorecard()
     assert {r["encoder"] for r in card["records"]} == {"pooled"}
     assert card["outcome"]["errors"] + card["outcome"]["failed"] == 3
+
+
+def test_the_plugin_module_imports_neither_torch_numpy_nor_pydantic(tmp_path):
+    """Every pytest run in the user's environment loads the plugin: it must stay light."""
+    code = ("import sys, pytest_visprobe.plugin, pytest_visprobe.hookspecs; "
+            "print(sorted(m for m in ('torch', 'numpy', 'pydantic', 'PIL', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_run_without_visprobe_options_makes_no_session(tmp_path):
+    """A user's unrelated tests: the plugin loads neither probes, profiles nor torch."""
+    (tmp_path / "test_plain.py").write_text("import sys\n\ndef test_plain():\n"
+                                            "    assert 'torch' not in sys.modules and 'pydantic' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_visprobe.encoders import ModuleEncoder, as_encoder
+from pytest_visprobe.encoders.base import ModuleEncoder, as_encoder
 
 IMAGES = torch.rand(2, 3, 64, 64)
 
@@ -99,8 +99,8 @@ def test_timm_loader_gives_vit_maps(tmp_path):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
 
-    from pytest_visprobe.encoder_refs import parse_encoder_ref
-    from pytest_visprobe.encoders import load_encoder
+    from pytest_visprobe.encoders.refs import parse_encoder_ref
+    from pytest_visprobe.encoders.base import load_encoder
 
     model = _random(lambda: timm.create_model("test_vit", pretrained=False, num_classes=0))
     save_file(model.state_dict(), str(tmp_path / "vit.safetensors"))

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pytest_visprobe.encoder_refs import parse_encoder_ref
-from pytest_visprobe.encoders import Encoder, ModuleEncoder, as_encoder, load_encoder
+from pytest_visprobe.encoders.refs import parse_encoder_ref
+from pytest_visprobe.encoders.base import Encoder, ModuleEncoder, as_encoder, load_encoder
 from pytest_visprobe.errors import EncoderLoadError, EncoderOutputError
 
 

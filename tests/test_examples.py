@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from pytest_visprobe.encoder_refs import parse_encoder_ref
-from pytest_visprobe.encoders import Encoder, load_encoder
+from pytest_visprobe.encoders.refs import parse_encoder_ref
+from pytest_visprobe.encoders.base import Encoder, load_encoder
 from pytest_visprobe.errors import CacheCorruptWarning
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pytest_visprobe.datasets.base import ArrayImages, Dataset, Split
-from pytest_visprobe.encoders import Encoder
+from pytest_visprobe.encoders.base import Encoder
 from pytest_visprobe.errors import CacheCorruptWarning, ConfigError, EncoderOutputError
 from pytest_visprobe.features import FeatureStore, autocast_for, resolve_device, to_float_images
 

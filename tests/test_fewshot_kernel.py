@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pytest_visprobe.probes.fewshot import FewShotResult, fewshot_accuracy, support_indices
+from pytest_visprobe.kernels.fewshot import FewShotResult, fewshot_accuracy, support_indices
 
 
 def _reference_accuracy(train_x, train_y, test_x, test_y, support):

@@ -13,25 +13,25 @@ import torch
 from scipy.stats import binom
 from torch import nn
 
-from pytest_visprobe.checks import evaluate
-from pytest_visprobe.controls import ControlUnavailable, permuted_targets, random_init_copy, selectivity
-from pytest_visprobe.encoders import ModuleEncoder
+from pytest_visprobe.report.gate import evaluate
+from pytest_visprobe.encoders.controls import ControlUnavailable, random_init_copy
+from pytest_visprobe.probes.label import LabelDetails, permuted_targets, selectivity
+from pytest_visprobe.encoders.base import ModuleEncoder
 from pytest_visprobe.errors import ConfigError
-from pytest_visprobe.results import Metric
-from pytest_visprobe.scorecard import (
+from pytest_visprobe.probes.spec import Metric
+from pytest_visprobe.report.markdown import control_rows, format_cell
+from pytest_visprobe.report.scorecard import (
     Interval,
     Provenance,
     Record,
     Samples,
     Scorecard,
-    control_rows,
-    format_cell,
     load_scorecard,
     with_floors,
     write_scorecard,
 )
-from pytest_visprobe.ranking import mean_average_precision
-from pytest_visprobe.uncertainty import (
+from pytest_visprobe.kernels.ranking import mean_average_precision
+from pytest_visprobe.report.statistics import (
     Bits,
     bootstrap_interval,
     map_bootstrap_interval,
@@ -204,7 +204,8 @@ def test_version_1_scorecard_still_loads_as_a_baseline(tmp_path: Path) -> None:
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(old))
     card = load_scorecard(path)
-    assert card.schema_version == 1 and card.records[0].interval is None and card.records[0].samples is None
+    # migrated to the current schema on load: no intervals to compare with, nothing invented
+    assert card.schema_version == 3 and card.records[0].interval is None and card.records[0].samples is None
 
 
 def test_new_fields_round_trip_and_malformed_ones_are_one_clear_error(tmp_path: Path) -> None:
@@ -214,7 +215,7 @@ def test_new_fields_round_trip_and_malformed_ones_are_one_clear_error(tmp_path: 
     card = Scorecard(provenance=_provenance(), records=[record])
     json_path, _ = write_scorecard(card, tmp_path)
     loaded = load_scorecard(json_path)
-    assert loaded.schema_version == 2 and loaded.records == [record]
+    assert loaded.schema_version == 3 and loaded.records == [record]
     data = json.loads(json_path.read_text())
     data["records"][0]["interval"] = {"low": 0.4}
     json_path.write_text(json.dumps(data))
@@ -234,7 +235,7 @@ def test_cells_show_interval_and_arrows_by_direction() -> None:
 
 
 def test_floors_come_from_the_random_init_control_records() -> None:
-    real = _record(0.8).model_copy(update={"details": {"chance": 0.1}})
+    real = _record(0.8).model_copy(update={"chance": 0.1})
     control = _record(0.3).model_copy(update={"encoder": "enc~random-init", "control_of": "enc"})
     records = with_floors([real, control])
     assert records[0].floor == 0.3 and records[1].floor is None
@@ -313,16 +314,16 @@ def test_permuted_targets_keep_frequencies_and_break_the_pairing() -> None:
 
 
 def test_selectivity_is_measured_minus_control_with_paired_per_sample_differences() -> None:
-    real = Metric("label_probe", "top1", 0.75, per_sample=np.array([1, 1, 1, 0]), details={"chance": 0.5})
+    real = Metric("label_probe", "top1", 0.75, per_sample=np.array([1, 1, 1, 0]), chance=0.5)
     control = Metric("label_probe", "top1", 0.25, per_sample=np.array([0, 1, 0, 0]))
-    gap = selectivity(real, control)
+    gap = selectivity(real, control, LabelDetails)
     assert (gap.metric, gap.value) == ("selectivity", 0.5)
     assert gap.per_sample.tolist() == [1, 0, 1, 0] and gap.per_sample.mean() == gap.value
-    assert gap.details["control"] == 0.25 and gap.details["chance"] == 0.5
+    assert gap.details.control == 0.25 and gap.chance == 0.5
 
 
 def test_a_threshold_may_be_set_on_selectivity(tmp_path: Path) -> None:
-    from pytest_visprobe.thresholds import load_thresholds
+    from pytest_visprobe.report.thresholds import load_thresholds
 
     path = tmp_path / "visprobe_thresholds.toml"
     path.write_text('[[threshold]]\nprobe = "label_probe"\nmetric = "selectivity"\nvalue = 0.3\n')

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_visprobe.options import BASELINE_OPTION, BLESS_OPTION, DATASET_OPTION, ENCODER_OPTION, REPORT_OPTION
-from pytest_visprobe.scorecard import load_scorecard
+from pytest_visprobe.runner.options import BASELINE_OPTION, BLESS_OPTION, DATASET_OPTION, ENCODER_OPTION, REPORT_OPTION
+from pytest_visprobe.report.scorecard import load_scorecard
 
 HEALTHY = """
     import torch
@@ -182,4 +182,4 @@ def test_xdist_equals_serial_with_controls_intervals_and_floors(suite):
     assert "visprobe.label_probe.top1" in names
     md = (suite.pytester.path / "serial" / "scorecard.md").read_text()
     assert "## Controls" in md and "random-init floor" in md
-    assert json.loads((suite.pytester.path / "serial" / "scorecard.json").read_text())["schema_version"] == 2
+    assert json.loads((suite.pytester.path / "serial" / "scorecard.json").read_text())["schema_version"] == 3

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pytest_visprobe.datasets import load_dataset
-from pytest_visprobe.options import DATASET_OPTION, ENCODER_OPTION, NO_CACHE_OPTION, TEXT_MODEL_OPTION
-from pytest_visprobe.probes.clustering import clustering_scores
-from pytest_visprobe.probes.fewshot import fewshot_accuracy
-from pytest_visprobe.probes.rsa import euclidean_rdm, rdm_correlation, welch_rdm
-from pytest_visprobe.text_embeddings import embed_labels
+from pytest_visprobe.runner.options import DATASET_OPTION, ENCODER_OPTION, NO_CACHE_OPTION, TEXT_MODEL_OPTION
+from pytest_visprobe.kernels.clustering import clustering_scores
+from pytest_visprobe.kernels.fewshot import fewshot_accuracy
+from pytest_visprobe.kernels.rsa import euclidean_rdm, rdm_correlation, welch_rdm
+from pytest_visprobe.encoders.text import embed_labels
 
 SUITES = ("suites/test_fewshot.py", "suites/test_clustering.py", "suites/test_similarity.py")
 LIMIT = 100
@@ -82,11 +82,12 @@ def test_fewshot_and_clustering_reuse_the_cached_features(suite):
     (digits,) = card["datasets"]
     batches = sum(math.ceil(n / 64) for n in digits["splits"].values())
     assert features["computed"] == 2 and features["forward_passes"] == batches
-    assert features["from_memory"] == 2 * 2 + 1  # two few-shot tests (train, test) and clustering
+    # from memory: the label probe's control task (train, test), two few-shot tests (train, test), clustering
+    assert features["from_memory"] == 2 + 2 * 2 + 1
 
 
 BROKEN_TEXT_MODEL = """
-    from pytest_visprobe.text_embeddings import TextModelUnavailable, register_text_embedder
+    from pytest_visprobe.encoders.text import TextModelUnavailable, register_text_embedder
 
     def offline(arg):
         raise TextModelUnavailable("weights not in the cache here. Fix: run once with network access.")
@@ -115,7 +116,7 @@ def test_one_encoder_skips_the_encoder_comparison(suite):
 def test_unknown_text_model_stops_the_run(suite):
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", f"{TEXT_MODEL_OPTION}=bert", "suites/test_similarity.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--visprobe-text-model: unknown text model 'bert'*registered:*minilm*"])
+    result.stderr.fnmatch_lines(["*--visprobe-text-model: unknown text model 'bert'. Registered: minilm*"])
 
 
 def test_rsa_reference_threshold_gates_drift_from_the_parent(suite):

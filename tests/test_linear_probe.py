@@ -16,9 +16,9 @@ from scipy.special import expit, log_expit, logsumexp
 from scipy.stats import binom
 from sklearn.linear_model import LogisticRegression
 
-from pytest_visprobe.probes.linear import LinearHead, fit_linear, fit_probe, standardizer, top1
-from pytest_visprobe.probes.semantics import label_probe
-from pytest_visprobe.profiles import LinearProbeConfig
+from pytest_visprobe.kernels.linear import LinearHead, fit_linear, fit_probe, standardizer, top1
+from pytest_visprobe.probes.label import label_top1 as label_probe
+from pytest_visprobe.probes.heads import LinearProbeConfig
 
 #: Allowed excess of our objective over scikit-learn's optimum. The objectives here are O(1e-4..1)
 #: and we optimise in float32 (resolution ~1e-7 of an O(1) loss); 1e-6 is that with a margin of
@@ -224,7 +224,7 @@ def test_label_probe_separable_clusters_is_perfect() -> None:
                                n_classes=6, config=LinearProbeConfig(), seed=0)
     assert metric.probe == "label_probe" and metric.metric == "top1"
     assert metric.value == 1.0
-    assert metric.details["chance"] == pytest.approx(1 / 6)
+    assert metric.chance == pytest.approx(1 / 6)
     assert head.weight_decay in LinearProbeConfig().weight_decays
 
 

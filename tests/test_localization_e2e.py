@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_visprobe.options import ENCODER_OPTION
+from pytest_visprobe.runner.options import ENCODER_OPTION
 
 TINY_VIT = """
     import timm
@@ -57,7 +57,7 @@ def test_encoder_without_feature_map_skips_with_what_to_implement(suite):
 
 
 def test_localization_plot_draws_only_encoders_probed_on_that_dataset():
-    from pytest_visprobe.plots.localization import encoders_probed
+    from pytest_visprobe.report.plots.localization import encoders_probed
 
     values = {("cnn", "shapes", "segmentation_probe", "mIoU"): 0.5,
               ("vit", "shapes", "region_label_probe", "top1"): 0.7,
@@ -96,7 +96,7 @@ def _coco_files(root, n_images=12):
 
 
 def test_a_coco_file_reaches_the_localization_suite_from_the_command_line(suite):
-    from pytest_visprobe.options import DATASET_OPTION
+    from pytest_visprobe.runner.options import DATASET_OPTION
 
     spec = _coco_files(suite.pytester.path)
     result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=localization={spec}",
@@ -108,7 +108,7 @@ def test_a_coco_file_reaches_the_localization_suite_from_the_command_line(suite)
 
 
 def test_unknown_role_or_missing_coco_file_is_a_usage_error(suite):
-    from pytest_visprobe.options import DATASET_OPTION
+    from pytest_visprobe.runner.options import DATASET_OPTION
 
     result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=localisation=shapes", "suites/")
     assert result.ret == 4

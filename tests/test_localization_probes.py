@@ -8,17 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from pytest_visprobe.datasets import load_dataset
-from pytest_visprobe.probes.detection import (
+from pytest_visprobe.kernels.detection import (
     centre_targets,
     coco_map,
     decode_detections,
     detection_probe,
     ground_truth,
 )
-from pytest_visprobe.probes.instances import box_class_masks
-from pytest_visprobe.probes.regions import region_features, region_label_probe
-from pytest_visprobe.probes.segmentation import per_class_iou, segmentation_probe
-from pytest_visprobe.profiles import LinearProbeConfig, LocalizationConfig
+from pytest_visprobe.kernels.instances import box_class_masks
+from pytest_visprobe.kernels.regions import region_features
+from pytest_visprobe.probes.regions import region_label_top1 as region_label_probe
+from pytest_visprobe.kernels.segmentation import per_class_iou, segmentation_probe
+from pytest_visprobe.probes.heads import LinearProbeConfig, LocalizationConfig
 
 CONFIG = LocalizationConfig()
 N_CLASSES = 5
@@ -80,7 +81,7 @@ def test_segmentation_oracle_map_scores_one(shapes):
 
 
 def test_segmentation_probe_value_is_the_numpy_miou_of_its_predictions(shapes):
-    from pytest_visprobe.probes.segmentation import fit_segmentation_head, predict_masks
+    from pytest_visprobe.kernels.segmentation import fit_segmentation_head, predict_masks
 
     train, test = shapes.split("train"), shapes.split("test")
     config = LocalizationConfig(epochs=5)

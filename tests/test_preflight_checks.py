@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pytest_visprobe import preflight
-from pytest_visprobe.encoders import ModuleEncoder
-from pytest_visprobe.preflight import KNOWN_NORMALISATIONS, PreflightError, PreflightWarning
+from pytest_visprobe.encoders import preflight
+from pytest_visprobe.encoders.base import ModuleEncoder
+from pytest_visprobe.encoders.preflight import KNOWN_NORMALISATIONS, PreflightError, PreflightWarning
 
 IMAGENET_MEAN, IMAGENET_STD = KNOWN_NORMALISATIONS["ImageNet"]
 ALL_CHECKS = [preflight.check_eval_mode, preflight.check_deterministic, preflight.check_batch_independent,
@@ -149,7 +149,7 @@ def test_double_normalisation_with_clip_constants_via_timm_style_config(images):
             x = (x - torch.tensor(clip_mean).view(1, 3, 1, 1)) / torch.tensor(clip_std).view(1, 3, 1, 1)
             return super().forward(x)
 
-    from pytest_visprobe.encoders import as_encoder
+    from pytest_visprobe.encoders.base import as_encoder
 
     encoder = as_encoder(Clipish(), name="clipish").eval()
     with pytest.raises(PreflightError, match=r"normalised twice with OpenAI CLIP constants"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from pytest_visprobe.ranking import average_precision, mean_average_precision
+from pytest_visprobe.kernels.ranking import average_precision, mean_average_precision
 
 
 @pytest.mark.parametrize("seed", range(20))

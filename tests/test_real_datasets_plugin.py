@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from pytest_visprobe.datasets import list_datasets
-from pytest_visprobe.options import DATA_ROOT_OPTION, DATASET_OPTION, DOWNLOAD_OPTION, ENCODER_OPTION, LIST_OPTION
-from pytest_visprobe.profiles import PROFILES, get_profile
+from pytest_visprobe.runner.options import DATA_ROOT_OPTION, DATASET_OPTION, DOWNLOAD_OPTION, ENCODER_OPTION, LIST_OPTION
+from pytest_visprobe.profiles import get_profile
 from real_formats import pin_md5s, write_cifar
 
 LABEL_TEST = "suites/test_semantics.py::test_label_probe"
@@ -73,7 +73,7 @@ def test_download_option_lets_torchvision_fetch_the_files(suite, tmp_path, monke
 def test_standard_profile_without_data_skips_every_real_dataset(suite, tmp_path):
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", "--visprobe-profile=standard",
                        f"{DATA_ROOT_OPTION}={tmp_path / 'none'}", "suites/test_semantics.py", "-rs")
-    n_label, n_attr = len(PROFILES["standard"].datasets["label"]), len(PROFILES["standard"].datasets["attributes"])
+    n_label, n_attr = len(get_profile("standard").datasets["label"]), len(get_profile("standard").datasets["attributes"])
     result.assert_outcomes(skipped=n_label + n_attr)
     result.stdout.fnmatch_lines(["*CUB-200-2011 is not on disk*", "*VAW is not on disk*"])
 
@@ -93,7 +93,7 @@ def test_profiles_declare_every_role_with_registered_datasets(name):
 
 
 def test_paper_profile_uses_the_studies_datasets():
-    paper = PROFILES["paper"]
+    paper = get_profile("paper")
     study = {"cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "cub"}
     for role in ("label", "fewshot", "clustering", "similarity"):
         assert set(paper.datasets[role]) == study
@@ -115,7 +115,7 @@ def test_list_prints_everything_and_exits_without_torch(tmp_path):
     assert "cifar10 [label; splits train, test] -- present" in out
     assert "cifar100 [label; splits train, test] -- absent" in out
     assert "shapes [attributes, boxes, label, masks; splits train, test] -- embedded" in out
-    assert "label_probe" in out and "top1 (higher is better)" in out
+    assert "label_probe" in out and "top1 (higher is better; chance: 1/K for K classes)" in out
     assert "geometry:" in out and "rotate" in out
     for profile in ("quick", "standard", "paper"):
         assert f"{profile} -- " in out
@@ -123,7 +123,7 @@ def test_list_prints_everything_and_exits_without_torch(tmp_path):
 
 
 def test_a_baseline_measured_on_other_data_fails_instead_of_comparing(suite):
-    from pytest_visprobe.options import BASELINE_OPTION
+    from pytest_visprobe.runner.options import BASELINE_OPTION
 
     args = (f"{ENCODER_OPTION}=pooled.py", f"{DATASET_OPTION}=digits", LABEL_TEST)
     suite.run(*args, "--visprobe-report=accepted", limit=120).assert_outcomes(passed=1)

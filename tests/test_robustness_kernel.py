@@ -20,8 +20,8 @@ fb = pytest.importorskip("foolbox")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from pytest_visprobe.probes import robustness  # noqa: E402
-from pytest_visprobe.probes.robustness import (  # noqa: E402
+from pytest_visprobe.kernels import pgd as robustness  # noqa: E402
+from pytest_visprobe.kernels.pgd import (  # noqa: E402
     AttackResult,
     NonDifferentiableEncoderError,
     attack_success,
@@ -466,7 +466,7 @@ def test_images_outside_unit_box_rejected(toy):
 
 
 def test_module_imports_without_torch():
-    code = ("import sys, pytest_visprobe.probes.robustness; "
+    code = ("import sys, pytest_visprobe.kernels.pgd; "
             "print(sorted(m for m in ('torch', 'foolbox', 'eagerpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -27,12 +27,14 @@ from torch import nn  # noqa: E402
 from pytest_visprobe import Encoder  # noqa: E402
 from pytest_visprobe.datasets.base import ArrayImages, Split  # noqa: E402
 from pytest_visprobe.features import to_float_images  # noqa: E402
-from pytest_visprobe.options import ENCODER_OPTION, DATASET_OPTION, NO_CACHE_OPTION  # noqa: E402
-from pytest_visprobe.probes.robustness import NonDifferentiableEncoderError  # noqa: E402
-from pytest_visprobe.probes.rpgd import EncoderClassifier, attack_images, rpgd_probe  # noqa: E402
-from pytest_visprobe.probes.semantics import label_probe  # noqa: E402
-from pytest_visprobe.profiles import PROFILES, LinearProbeConfig, RobustnessConfig  # noqa: E402
-from pytest_visprobe.results import metric_spec  # noqa: E402
+from pytest_visprobe.runner.options import ENCODER_OPTION, DATASET_OPTION, NO_CACHE_OPTION  # noqa: E402
+from pytest_visprobe.kernels.pgd import NonDifferentiableEncoderError  # noqa: E402
+from pytest_visprobe.kernels.rpgd import EncoderClassifier, attack_images, rpgd_probe  # noqa: E402
+from pytest_visprobe.probes.rpgd import RobustnessConfig  # noqa: E402
+from pytest_visprobe.probes.label import label_top1 as label_probe  # noqa: E402
+from pytest_visprobe.probes.heads import LinearProbeConfig  # noqa: E402
+from pytest_visprobe.profiles import get_profile  # noqa: E402
+from pytest_visprobe.probes.spec import metric_spec  # noqa: E402
 
 N_CLASSES, SIZE = 3, 16
 FAST = dict(n_images=24, steps=10, rel_stepsize=0.25)
@@ -223,7 +225,7 @@ def test_bad_robustness_config_is_rejected(change, match):
 
 
 def test_quick_profile_keeps_the_papers_step_budget():
-    config = PROFILES["quick"].robustness
+    config = get_profile("quick").settings_for("rpgd")
     assert config.steps * config.rel_stepsize == pytest.approx(100 * 0.025)
     assert config.linf_epsilons[0] == 0.0 and config.l2_epsilons[0] == 0.0
     assert metric_spec("rpgd", "linf_untargeted_success_auc").higher_is_better is False
@@ -266,7 +268,7 @@ def test_suite_records_curves_directions_and_plot(suite):
     ])
     card = suite.scorecard()
     records = {r["metric"]: r for r in card["records"]}
-    quick = PROFILES["quick"].robustness
+    quick = get_profile("quick").settings_for("rpgd")
     assert len(card["records"]) == 8 and {r["probe"] for r in card["records"]} == {"rpgd"}
     for norm in ("linf", "l2"):
         for criterion in ("untargeted", "targeted"):

@@ -9,7 +9,7 @@ import pytest
 from scipy.cluster.hierarchy import dendrogram
 from scipy.stats import pearsonr
 
-from pytest_visprobe.probes.rsa import (
+from pytest_visprobe.kernels.rsa import (
     correlation_matrix,
     euclidean_rdm,
     rdm_correlation,

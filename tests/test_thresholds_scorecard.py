@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_visprobe import results
-from pytest_visprobe.checks import evaluate
+from pytest_visprobe.report.gate import evaluate
 from pytest_visprobe.errors import ConfigError
-from pytest_visprobe.results import Metric, MetricSpec, register_metric
-from pytest_visprobe.scorecard import (
+from pytest_visprobe.probes.spec import PROBES, Metric, MetricSpec, ProbeSpec, register_probe
+from pytest_visprobe.report.markdown import table_rows, to_markdown
+from pytest_visprobe.report.scorecard import (
     DatasetInfo,
     EncoderInfo,
     Outcome,
@@ -22,18 +22,18 @@ from pytest_visprobe.scorecard import (
     Record,
     Scorecard,
     load_scorecard,
-    table_rows,
-    to_markdown,
     write_scorecard,
 )
-from pytest_visprobe.thresholds import Threshold, load_thresholds
+from pytest_visprobe.report.thresholds import Threshold, load_thresholds
 
 
 @pytest.fixture
-def lower_is_better(monkeypatch: pytest.MonkeyPatch) -> MetricSpec:
+def lower_is_better():
     """A lower-is-better metric (like an attack success rate), registered only for one test."""
-    monkeypatch.setattr(results, "_METRICS", dict(results._METRICS))
-    return register_metric(MetricSpec("test_attack", "success_rate", False, "attack success (test only)"))
+    spec = register_probe(ProbeSpec("test_attack", "test only", run=lambda ctx: [],
+                                    metrics=(MetricSpec("success_rate", False, "attack success (test only)"),)))
+    yield spec.metrics[0]
+    PROBES.unregister("test_attack")
 
 
 def write_toml(tmp_path: Path, text: str) -> Path:
@@ -249,7 +249,7 @@ def make_card() -> Scorecard:
         records=[
             record("tiny_cnn", "label_probe", "top1", 0.8123, threshold=0.5, threshold_source="t.toml (rule 1)"),
             record("pooled", "label_probe", "top1", 0.4, threshold=0.5, passed=False, baseline=0.45),
-            record("tiny_cnn", "attribute_probe", "mAP", 0.61, spread=0.01, details={"chance": 0.3}),
+            record("tiny_cnn", "attribute_probe", "mAP", 0.61, spread=0.01, chance=0.3),
         ],
         outcome=Outcome(passed=2, failed=1),
     )
@@ -260,7 +260,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     json_path, md_path = write_scorecard(card, tmp_path / "report")
     assert json_path.name == "scorecard.json" and md_path.name == "scorecard.md"
     text = json_path.read_text()
-    assert json.loads(text)["schema_version"] == 2
+    assert json.loads(text)["schema_version"] == 3
     again = Scorecard.model_validate_json(text)
     assert again == card.sorted()
     assert load_scorecard(json_path) == card.sorted()
@@ -273,7 +273,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     ('{"schema_version": 1, "provenance": {', r"is not a pytest-visprobe scorecard"),
     ("not json at all", r"is not a pytest-visprobe scorecard"),
     ("[]", r"is not a pytest-visprobe scorecard"),
-    ('{"schema_version": 3, "provenance": {}}', r"schema_version"),
+    ('{"schema_version": 4, "provenance": {}}', r"schema_version 4; this pytest-visprobe reads versions 1, 2, 3"),
     ('{"schema_version": 1, "records": []}', r"provenance: Field required"),
 ])
 def test_load_scorecard_malformed(tmp_path: Path, content: str, pattern: str) -> None:
@@ -313,7 +313,7 @@ def test_markdown_metrics_as_rows_encoders_as_columns() -> None:
     markdown = to_markdown(card)
     main, controls = markdown.split("## Controls")
     table = [line for line in main.splitlines() if line.startswith("|")]
-    assert "| tiny_cnn  | attribute_probe | shapes    | mAP      | 0.300    |" in controls  # chance from details
+    assert "| tiny_cnn  | attribute_probe | shapes    | mAP      | 0.300    |" in controls  # chance from the record
     assert len(table) == 2 + 2  # header, separator, one line per metric
     assert [c.strip() for c in table[0].strip("|").split("|")] == headers
     assert "2 passed, 1 failed" in markdown and "4 computed, 2 from cache" in markdown

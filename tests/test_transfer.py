@@ -7,9 +7,9 @@ import pydantic
 import pytest
 import torch
 
-from pytest_visprobe.probes.semantics import label_probe
-from pytest_visprobe.probes.transfer import fit_adam_probe
-from pytest_visprobe.profiles import LinearProbeConfig
+from pytest_visprobe.probes.label import label_top1 as label_probe
+from pytest_visprobe.kernels.transfer import fit_adam_probe
+from pytest_visprobe.probes.heads import LinearProbeConfig
 
 
 def _data(seed, n_per_class=40, n_classes=4, dim=12, spread=1.0):
@@ -67,7 +67,7 @@ def test_label_probe_with_adam_recipe_is_the_loop_and_separates_clusters():
     ref = _study_loop(train_x, train_y, 4, seed=5)
     want = float((ref(test_x).argmax(dim=1) == test_y).float().mean())
     assert metric.value == pytest.approx(want) and metric.value == 1.0
-    assert metric.details["recipe"] == "adam"
+    assert metric.details.recipe == "adam"
 
 
 def test_recipe_is_validated():

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pytest_visprobe.errors import VisprobeError
-from pytest_visprobe.transformations import (
+from pytest_visprobe.errors import RegistryError, UnknownNameError, VisprobeError
+from pytest_visprobe.datasets.transformations import (
     FAMILIES,
     Transformation,
     TransformationError,
@@ -237,7 +237,7 @@ def test_parameters_are_independent_across_transformations(registered, flat):
 def test_seeding_does_not_depend_on_python_hash_randomisation(photos):
     code = (
         "import sys, numpy as np; "
-        "from pytest_visprobe.transformations import apply_transformation; "
+        "from pytest_visprobe.datasets.transformations import apply_transformation; "
         "img = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3); "
         "sys.stdout.write(apply_transformation('gaussian_noise', img, seed=11).tobytes().hex())"
     )
@@ -259,7 +259,7 @@ def test_seeding_does_not_depend_on_python_hash_randomisation(photos):
 
 def test_module_imports_without_torch_or_heavy_libraries():
     code = (
-        "import sys; import pytest_visprobe.transformations; "
+        "import sys; import pytest_visprobe.datasets.transformations; "
         "print(sorted(m for m in ('torch', 'skimage', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -332,12 +332,14 @@ def test_transformation_record_is_frozen():
         entry.name = "png"
 
 
-def test_duplicate_name_is_an_error(registered):
+def test_duplicate_name_is_an_error_unless_replaced(registered):
     registered("mine", "noise")
-    with pytest.raises(TransformationError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered.*replace=True"):
         registered("mine", "blur")
-    with pytest.raises(TransformationError, match="already registered"):
+    with pytest.raises(RegistryError, match="already registered"):
         register_transformation("jpeg", "quality", lambda i, r: i, description="again")
+    replaced = register_transformation("mine", "blur", lambda i, r: i, description="the blur one", replace=True)
+    assert get_transformation("mine") is replaced and replaced.family == "blur"
 
 
 def test_unknown_family_is_an_error_unless_created(registered):
@@ -368,9 +370,9 @@ def test_invalid_registration(name, fn, description, match):
 
 
 def test_unknown_name_suggests_close_ones():
-    with pytest.raises(TransformationError, match=r"did you mean 'gaussian_blur'"):
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'gaussian_blur'"):
         get_transformation("gausian_blur")
-    with pytest.raises(TransformationError, match="list_transformations"):
+    with pytest.raises(UnknownNameError, match="list_transformations"):
         apply_transformation("nothing_like_it", np.zeros((4, 4, 3), np.uint8), seed=0)
     with pytest.raises(TransformationError, match="unknown family 'noize'.*did you mean 'noise'"):
         list_transformations("noize")

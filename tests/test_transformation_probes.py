@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from pytest_visprobe.errors import UnknownNameError
 import torch
 from PIL import Image
 
@@ -22,7 +24,7 @@ from pytest_visprobe.datasets import load_dataset
 from pytest_visprobe.datasets.base import ArrayImages, Dataset, DatasetError, Split
 from pytest_visprobe.datasets.transformed import TransformedImages, transformed_views
 from pytest_visprobe.features import FeatureStore
-from pytest_visprobe.probes.transformations import (
+from pytest_visprobe.kernels.transformations import (
     TransformationProbeError,
     TransformationTask,
     fit_mlp,
@@ -31,9 +33,8 @@ from pytest_visprobe.probes.transformations import (
     mlp_classifier,
     transformation_probes,
 )
-from pytest_visprobe.profiles import LinearProbeConfig, MLPProbeConfig
-from pytest_visprobe.transformations import (
-    TransformationError,
+from pytest_visprobe.probes.heads import LinearProbeConfig, MLPProbeConfig
+from pytest_visprobe.datasets.transformations import (
     apply_transformation,
     generalization_split,
     list_transformations,
@@ -219,7 +220,7 @@ def test_features_are_cached_so_a_second_session_transforms_nothing(tmp_path, mo
 def test_bad_transformation_lists_are_clear_errors():
     source = load_dataset("shapes", n_train=4, n_test=4, image_size=32)
     sizes = {"train": 1, "test": 1}
-    with pytest.raises(TransformationError, match="did you mean 'invert'"):
+    with pytest.raises(UnknownNameError, match="Did you mean 'invert'"):
         transformed_views(source, seed=0, per_image=1, per_transformation=sizes, transformations=["invrt"])
     with pytest.raises(DatasetError, match="duplicates"):
         transformed_views(source, seed=0, per_image=1, per_transformation=sizes, transformations=["invert", "invert"])

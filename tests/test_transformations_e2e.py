@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pytest_visprobe.options import ENCODER_OPTION, TRANSFORMATIONS_DATASET_OPTION
-from pytest_visprobe.transformations import FAMILIES, list_transformations
+from pytest_visprobe.runner.options import ENCODER_OPTION, TRANSFORMATIONS_DATASET_OPTION
+from pytest_visprobe.datasets.transformations import FAMILIES, list_transformations
 
 SUITE = "suites/test_transformations.py"
 METRICS = {"fine_grained_top1", "grouped_top1", "generalization_top1"}
@@ -57,4 +57,4 @@ def test_unknown_source_dataset_is_a_usage_error(suite):
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", f"{TRANSFORMATIONS_DATASET_OPTION}=photo", SUITE)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"ERROR: {TRANSFORMATIONS_DATASET_OPTION}=photo: unknown dataset. Did you mean 'photos'?*"])
+        [f"ERROR: {TRANSFORMATIONS_DATASET_OPTION}=photo: unknown dataset 'photo'. Did you mean 'photos'?*"])

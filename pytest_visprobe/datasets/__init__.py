@@ -12,14 +12,11 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
-import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
-from .base import (
+from pytest_visprobe.datasets.base import (
     TARGETS,
     ArrayImages,
     Dataset,
@@ -28,22 +25,27 @@ from .base import (
     FileImages,
     Split,
     check_int,
-    fingerprint_of,
-    rng_for,
+    limited,
+    subset_indices,
 )
-from .coco import PREFIX as COCO_PREFIX
-from .coco import VAL2017_DESCRIPTION, load_coco, load_coco_val2017, parse_coco_spec, val2017_present
-from .digits import DESCRIPTION as _DIGITS_DESCRIPTION
-from .digits import load_digits_dataset
-from .imagefolder import DESCRIPTION as _IMAGEFOLDER_DESCRIPTION
-from .imagefolder import load_imagefolder
-from .photos import DESCRIPTION as _PHOTOS_DESCRIPTION
-from .photos import load_photos
-from .shapes import DESCRIPTION as _SHAPES_DESCRIPTION
-from .shapes import load_shapes
-from .storage import default_data_root
+from pytest_visprobe.datasets.coco import VAL2017_DESCRIPTION, load_coco, load_coco_val2017, parse_coco_spec, val2017_present
+from pytest_visprobe.datasets.digits import DESCRIPTION as _DIGITS_DESCRIPTION
+from pytest_visprobe.datasets.digits import load_digits_dataset
+from pytest_visprobe.datasets.imagefolder import load_imagefolder
+from pytest_visprobe.datasets.photos import DESCRIPTION as _PHOTOS_DESCRIPTION
+from pytest_visprobe.datasets.photos import load_photos
+from pytest_visprobe.datasets.shapes import DESCRIPTION as _SHAPES_DESCRIPTION
+from pytest_visprobe.datasets.shapes import load_shapes
+from pytest_visprobe.datasets.specs import DATASET_KINDS, DatasetSpec, check_dataset_spec, forms, parse_dataset_spec
+from pytest_visprobe.datasets.storage import default_data_root
+from pytest_visprobe.registry import Registry
 
 __all__ = [
+    "DATASETS",
+    "DATASET_KINDS",
+    "DatasetSpec",
+    "parse_dataset_spec",
+    "subset_indices",
     "ArrayImages",
     "Dataset",
     "DatasetEntry",
@@ -80,7 +82,9 @@ class DatasetEntry:
         return self.present is not None
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+#: registered datasets by name (``imagefolder:PATH``-style path forms are DATASET_KINDS)
+DATASETS: Registry[DatasetEntry] = Registry(
+    "dataset", hint="Register one with pytest_visprobe.datasets.register_dataset(...).")
 
 
 def register_dataset(
@@ -91,6 +95,7 @@ def register_dataset(
     description: str,
     splits: tuple[str, ...] = ("train", "test"),
     present: Callable[[Path], bool] | None = None,
+    replace: bool = False,
 ) -> DatasetEntry:
     """Make ``name`` loadable by ``load_dataset``; ``loader(*, seed, **options)`` builds it.
 
@@ -109,21 +114,15 @@ def register_dataset(
             f"cannot register dataset {name!r}: unknown targets {unknown}; valid targets are "
             f"{list(TARGETS)}."
         )
-    existing = _REGISTRY.get(name)
-    if existing is not None and existing.loader is not loader:
-        raise DatasetError(
-            f"dataset {name!r} is already registered (to {_qualname(existing.loader)}); "
-            "pick another name."
-        )
     entry = DatasetEntry(name, targets, description, _options_of(loader, name), loader,
                          tuple(splits), present)
-    _REGISTRY[name] = entry
+    DATASETS.register(name, entry, replace=replace)
     return entry
 
 
 def list_datasets() -> list[DatasetEntry]:
     """The registered datasets by name (``imagefolder:PATH`` is a path form, not listed)."""
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    return [DATASETS.get(name) for name in sorted(DATASETS.names())]
 
 
 def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **options: Any) -> Dataset:
@@ -133,7 +132,8 @@ def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **option
     keep their order); a straight truncation would keep only the first classes of datasets
     stored class by class. Classes (or source photos) are all kept when ``limit`` allows.
     """
-    if not isinstance(spec, str) or not spec.strip():
+    parsed = parse_dataset_spec(spec) if isinstance(spec, str) and spec.strip() else None
+    if parsed is None:
         raise DatasetError(f"dataset spec must be a non-empty string, got {spec!r}; {_known()}")
     seed = check_int(spec, "seed", seed, minimum=0)
     if seed >= 2**32:
@@ -142,21 +142,18 @@ def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **option
         limit = check_int(spec, "limit", limit, minimum=1)
 
     spec = spec.strip()
-    if spec.lower().startswith(IMAGEFOLDER_PREFIX):
-        path = spec[len(IMAGEFOLDER_PREFIX):]
-        if not path:
-            raise DatasetError(
-                f"dataset spec {spec!r} has no path; write imagefolder:PATH, e.g. "
-                "imagefolder:/data/pets."
-            )
+    if parsed.kind == "imagefolder":
         _check_options(spec, _options_of(load_imagefolder, "imagefolder", skip=("path",)), options)
-        dataset = load_imagefolder(path, seed=seed, **options)
+        dataset = load_imagefolder(parsed.arg, seed=seed, **options)
         targets = frozenset({"label"})
-    elif spec.lower().startswith(COCO_PREFIX):
+    elif parsed.kind == "coco":
         images_dir, annotations = parse_coco_spec(spec)
         _check_options(spec, _options_of(load_coco, "coco", skip=("images_dir", "annotations")), options)
         dataset = load_coco(images_dir, annotations, seed=seed, **options)
         targets = frozenset({"label", "boxes", "masks"})
+    elif parsed.kind is not None:
+        raise DatasetError(f"dataset spec {spec!r}: no pytest_visprobe_make_dataset hook made this "
+                           f"{parsed.kind!r} dataset; the plugin that registered the kind must implement it.")
     else:
         entry = _lookup(spec)
         _check_options(entry.name, entry.options, options)
@@ -171,7 +168,7 @@ def load_dataset(spec: str, *, seed: int = 0, limit: int | None = None, **option
     for split_name, split in dataset.splits.items():
         split.check(f"dataset {spec!r}, split {split_name!r}")
     if limit is not None:
-        dataset = _limited(dataset, limit, seed)
+        dataset = limited(dataset, limit, seed)
     return dataset
 
 
@@ -180,58 +177,16 @@ def imagefolder_options() -> tuple[str, ...]:
     return _options_of(load_imagefolder, "imagefolder", skip=("path",)) or ()
 
 
-def subset_indices(split: Split, limit: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted random rows, at most ``limit``; one row of every class first when it fits."""
-    n = len(split)
-    if limit >= n:
-        return np.arange(n)
-    groups = split.labels if split.labels is not None else split.sources
-    if groups is None:
-        return np.sort(rng.choice(n, size=limit, replace=False))
-    order = rng.permutation(n)
-    _, first = np.unique(groups[order], return_index=True)  # a random member of each class
-    if len(first) > limit:
-        return np.sort(rng.choice(order[first], size=limit, replace=False))
-    chosen = np.zeros(n, dtype=bool)
-    chosen[order[first]] = True
-    rest = order[~chosen[order]]
-    chosen[rest[: limit - len(first)]] = True
-    return np.flatnonzero(chosen)
-
-
-def _limited(dataset: Dataset, limit: int, seed: int) -> Dataset:
-    splits = {
-        name: split.subset(subset_indices(split, limit, rng_for(seed, "limit", name)))
-        for name, split in dataset.splits.items()
-    }
-    return replace(
-        dataset,
-        splits=splits,
-        fingerprint=fingerprint_of(dataset.fingerprint, "limit", limit, seed),
-    )
-
-
 def _lookup(spec: str) -> DatasetEntry:
     name = spec.lower()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    close = difflib.get_close_matches(name, list(_REGISTRY) + ["imagefolder"], n=1, cutoff=0.6)
-    if close == ["imagefolder"]:
-        hint = " Did you mean imagefolder:PATH?"
-    elif close:
-        hint = f" Did you mean {close[0]!r}?"
-    elif os.path.isdir(os.path.expanduser(spec)):
-        hint = f" {spec!r} is a folder: did you mean 'imagefolder:{spec}'?"
-    else:
-        hint = ""
-    raise DatasetError(f"unknown dataset {spec!r}.{hint} {_known()}")
+    if name in DATASETS:
+        return DATASETS.get(name)
+    check_dataset_spec(spec, DATASETS.names())  # raises the did-you-mean
+    raise DatasetError(f"unknown dataset {spec!r}. {_known()}")  # pragma: no cover - check raised
 
 
 def _known() -> str:
-    return (
-        f"Registered datasets: {', '.join(sorted(_REGISTRY))}; or imagefolder:PATH for "
-        f"{_IMAGEFOLDER_DESCRIPTION}; or coco:IMAGES_DIR:ANNOTATIONS.json for COCO-format boxes and masks."
-    )
+    return f"Registered datasets: {', '.join(sorted(DATASETS.names()))}; or {forms()}."
 
 
 def _check_options(name: str, valid: tuple[str, ...] | None, options: dict[str, Any]) -> None:
@@ -292,7 +247,7 @@ register_dataset("photos", load_photos, targets={"source"}, description=_PHOTOS_
 
 
 def _register_torchvision_sets() -> None:
-    from . import torchvision_sets as tv
+    from pytest_visprobe.datasets import torchvision_sets as tv
 
     for spec in tv.SETS:
         register_dataset(spec.name, functools.partial(tv.load_torchvision_set, spec),
@@ -301,7 +256,7 @@ def _register_torchvision_sets() -> None:
 
 
 def _register_data_root_sets() -> None:
-    from . import cub, imagenet, vaw
+    from pytest_visprobe.datasets import cub, imagenet, vaw
 
     register_dataset("cub", cub.load_cub, targets={"label", "attributes"},
                      description=cub.DESCRIPTION, present=cub.present)

@@ -15,20 +15,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from pytest_visprobe.errors import DatasetError, DatasetNotFoundError  # noqa: F401 (re-exported)
+
 #: Targets a dataset can provide. Probes declare which they need and skip otherwise.
 TARGETS = ("label", "attributes", "boxes", "masks", "source")
-
-
-class DatasetError(Exception):
-    """A dataset could not be found or read; the message names the cause and the fix."""
-
-
-class DatasetNotFoundError(DatasetError):
-    """A real dataset is not on disk (and downloading was not asked for).
-
-    Tests that need it are skipped, not failed: the message says which option or command
-    fetches it. A dataset that is present but truncated or corrupt is a plain ``DatasetError``.
-    """
 
 
 class ImageSource(Protocol):
@@ -300,3 +290,35 @@ def rng_for(seed: int, *stream: str) -> np.random.Generator:
     """
     key = zlib.crc32("/".join(stream).encode())
     return np.random.default_rng([int(seed), key])
+
+
+def subset_indices(split: Split, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted random rows, at most ``limit``; one row of every class first when it fits."""
+    n = len(split)
+    if limit >= n:
+        return np.arange(n)
+    groups = split.labels if split.labels is not None else split.sources
+    if groups is None:
+        return np.sort(rng.choice(n, size=limit, replace=False))
+    order = rng.permutation(n)
+    _, first = np.unique(groups[order], return_index=True)  # a random member of each class
+    if len(first) > limit:
+        return np.sort(rng.choice(order[first], size=limit, replace=False))
+    chosen = np.zeros(n, dtype=bool)
+    chosen[order[first]] = True
+    rest = order[~chosen[order]]
+    chosen[rest[: limit - len(first)]] = True
+    return np.flatnonzero(chosen)
+
+
+def limited(dataset: "Dataset", limit: int, seed: int) -> "Dataset":
+    """Every split capped at ``limit`` rows (``subset_indices``); the fingerprint says so."""
+    splits = {
+        name: split.subset(subset_indices(split, limit, rng_for(seed, "limit", name)))
+        for name, split in dataset.splits.items()
+    }
+    return replace(
+        dataset,
+        splits=splits,
+        fingerprint=fingerprint_of(dataset.fingerprint, "limit", limit, seed),
+    )

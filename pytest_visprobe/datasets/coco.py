@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split, check_fraction, check_int, fingerprint_of, rng_for
+from pytest_visprobe.datasets.base import Dataset, DatasetError, Split, check_fraction, check_int, fingerprint_of, rng_for
 
 DESCRIPTION = "COCO-format boxes and instance masks: coco:IMAGES_DIR:ANNOTATIONS.json (pycocotools)"
 PREFIX = "coco:"
@@ -35,15 +35,9 @@ PREFIX = "coco:"
 
 def parse_coco_spec(spec: str) -> tuple[str, str]:
     """``coco:IMAGES_DIR:ANNOTATIONS.json`` → (images dir, annotations file)."""
-    rest = spec[len(PREFIX):]
-    images, sep, annotations = rest.rpartition(":")
-    if not sep or not images or not annotations:
-        raise DatasetError(
-            f"dataset spec {spec!r} needs an images folder and an annotation file: write "
-            f"coco:IMAGES_DIR:ANNOTATIONS.json, e.g. coco:/data/coco/val2017:/data/coco/annotations/"
-            f"instances_val2017.json."
-        )
-    return images, annotations
+    from pytest_visprobe.datasets.specs import split_coco_arg
+
+    return split_coco_arg(spec[len(PREFIX):], spec)
 
 
 @dataclass(frozen=True)
@@ -262,7 +256,7 @@ def load_coco_val2017(
     """The registered name ``coco``: the standard and paper profiles' localization data."""
     from dataclasses import replace
 
-    from .storage import not_found, resolve_root
+    from pytest_visprobe.datasets.storage import not_found, resolve_root
 
     data_root = resolve_root(root)
     images, annotations = val2017_paths(data_root)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, Dataset, FileImages, Split, check_int, fingerprint_of
-from .storage import DOWNLOAD_FLAG, corrupt, download_hint, download_lock, manifest, not_found, resolve_root
+from pytest_visprobe.datasets.base import DatasetError, Dataset, FileImages, Split, check_int, fingerprint_of
+from pytest_visprobe.datasets.storage import DOWNLOAD_FLAG, corrupt, download_hint, download_lock, manifest, not_found, resolve_root
 
 DESCRIPTION = ("CUB-200-2011: 5,994/11,788 bird photos, 200 species, 312 binary attributes "
                "(official train_test_split.txt)")
@@ -154,7 +154,7 @@ def _attribute_names(path: Path | None, data_root: Path) -> list[str]:
     ids, names = _table(path, str, data_root)
     if ids != list(range(1, N_ATTRIBUTES + 1)):
         raise corrupt("CUB-200-2011", path, f"expected attribute ids 1..{N_ATTRIBUTES}",
-                      f"Replace it with the attributes.txt of the official archive, or delete it.")
+                      "Replace it with the attributes.txt of the official archive, or delete it.")
     return names
 
 

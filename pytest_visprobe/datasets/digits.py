@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ArrayImages, Dataset, Split, check_fraction, check_int, fingerprint_of
+from pytest_visprobe.datasets.base import ArrayImages, Dataset, Split, check_fraction, check_int, fingerprint_of
 
 DESCRIPTION = (
     "scikit-learn handwritten digits (1,797 images, 10 classes) upsampled to RGB; offline"

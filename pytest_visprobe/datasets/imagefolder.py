@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import (
+from pytest_visprobe.datasets.base import (
     IMAGE_EXTENSIONS,
     Dataset,
     DatasetError,
@@ -118,7 +118,7 @@ def load_imagefolder(
             labels=np.array([label for _, label in items], dtype=np.int64),
         )
         if subset is not None:
-            from . import subset_indices  # the registry's seeded, class-keeping subset
+            from pytest_visprobe.datasets.base import subset_indices  # the seeded, class-keeping subset
 
             split = split.subset(subset_indices(split, subset, rng_for(seed, "imagefolder-subset", split_name)))
         splits[split_name] = split

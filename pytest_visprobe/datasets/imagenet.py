@@ -14,9 +14,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .base import Dataset, DatasetError, fingerprint_of
-from .imagefolder import load_imagefolder
-from .storage import file_digest, not_found, resolve_root
+from pytest_visprobe.datasets.base import Dataset, DatasetError, fingerprint_of
+from pytest_visprobe.datasets.imagefolder import load_imagefolder
+from pytest_visprobe.datasets.storage import file_digest, not_found, resolve_root
 
 DESCRIPTION = "ImageNet ILSVRC-2012 validation images (DATA_ROOT/imagenet/val/<wnid>/), split by seed"
 FOLDER = "imagenet"

@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from .base import (
+from pytest_visprobe.datasets.base import (
     ArrayImages,
     Dataset,
     DatasetError,

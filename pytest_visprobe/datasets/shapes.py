@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ArrayImages, Dataset, Split, check_int, fingerprint_of, rng_for
+from pytest_visprobe.datasets.base import ArrayImages, Dataset, Split, check_int, fingerprint_of, rng_for
 
 #: Bumped whenever the generator changes what a seed produces (part of the fingerprint).
 GENERATOR_VERSION = 1

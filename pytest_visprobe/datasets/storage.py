@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .base import DatasetError, DatasetNotFoundError
+from pytest_visprobe.datasets.base import DatasetError, DatasetNotFoundError
 
 #: Command-line spellings, repeated here so the datasets package need not import pytest.
 DATA_ROOT_FLAG = "--visprobe-data-root"

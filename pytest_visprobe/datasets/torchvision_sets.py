@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import ArrayImages, Dataset, DatasetError, Split, fingerprint_of
-from .storage import (
+from pytest_visprobe.datasets.base import ArrayImages, Dataset, DatasetError, Split, fingerprint_of
+from pytest_visprobe.datasets.storage import (
     DOWNLOAD_FLAG,
     corrupt,
     download_hint,

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Dataset, DatasetError, ImageSource, Split, _as_indices, fingerprint_of, rng_for
+from pytest_visprobe.datasets.base import Dataset, DatasetError, ImageSource, Split, _as_indices, fingerprint_of, rng_for
 
 #: Bumped whenever the assignment of (source image, transformation, seed) changes.
 ASSIGNMENT_VERSION = 1
@@ -42,7 +42,7 @@ class TransformedImages:
         return int(self.rows.shape[0])
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
-        from ..transformations import apply_transformation
+        from pytest_visprobe.datasets.transformations import apply_transformation
 
         idx = _as_indices(indices, len(self))
         unique, where = np.unique(self.rows[idx], return_inverse=True)
@@ -90,7 +90,7 @@ def transformed_views(
     (a seeded subset), or all of them when the split is smaller. Every view has its own seed, so
     the transformations' parameter ranges are spread over the dataset.
     """
-    from ..transformations import get_transformation, list_families, list_transformations
+    from pytest_visprobe.datasets.transformations import get_transformation, list_families, list_transformations
 
     names = tuple(t.name for t in list_transformations()) if transformations is None else tuple(transformations)
     if not names:
@@ -147,14 +147,14 @@ def bank_fingerprint(names: Sequence[str]) -> str:
     A code change that alters any output (a built-in edited, a user transformation replaced
     under the same name) changes this hash and with it every transformed view's cache key.
     """
-    from ..transformations import get_transformation
+    from pytest_visprobe.datasets.transformations import get_transformation
 
     return _bank_fingerprint(tuple((n, id(get_transformation(n).fn)) for n in names))
 
 
 @functools.lru_cache(maxsize=8)
 def _bank_fingerprint(key: tuple[tuple[str, int], ...]) -> str:
-    from ..transformations import apply_transformation
+    from pytest_visprobe.datasets.transformations import apply_transformation
 
     rng = rng_for(0, "bank-fingerprint")
     y, x = np.mgrid[0:32, 0:32]

@@ -29,8 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Dataset, DatasetError, Split, _as_indices, check_int, crop_region, fingerprint_of, open_rgb
-from .storage import corrupt, manifest, not_found, resolve_root
+from pytest_visprobe.datasets.base import Dataset, DatasetError, Split, _as_indices, check_int, crop_region, fingerprint_of, open_rgb
+from pytest_visprobe.datasets.storage import corrupt, manifest, not_found, resolve_root
 
 DESCRIPTION = ("VAW: attribute annotations (620 attributes) on Visual Genome object regions; "
                "one cropped region per instance")

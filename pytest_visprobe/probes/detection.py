@@ -1,180 +1,65 @@
-"""Object detection probe: a centre heat-map head (CenterNet-style) on the frozen feature map.
+"""Detection probe: can a linear head on the frozen feature map put boxes around objects? (PROTOCOLS.md B)
 
-Why this head: it is single-level and anchor-free, and every output is a linear read-out of
-one map location — a per-class centre heat-map, a sub-cell centre offset and the box's log
-size — so it trains on cached maps like the segmentation head, with no anchors, no
-assignment rules across pyramid levels (FCOS) and no NMS (peaks are 3×3 local maxima).
-What it measures is whether a location's feature says "an object of class c is centred here,
-this big". Heat-map targets are elliptical Gaussians (TTFNet: σ = 0.54·side/6 per axis) and
-the loss is CenterNet's penalty-reduced focal loss plus L1 on offset and log size at centres.
-
-Box metrics are COCO's (torchmetrics MeanAveragePrecision, pycocotools backend).
+A single-level centre heat-map head (class heat-map + offset + log-size, linear 1×1 conv) on
+the cached train maps, scored by COCO box mAP@[.5:.95] and AP50 on the test split.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 
-from ..results import Metric
-from .dense import ConvHead, fit_conv_head, in_chunks
+from pytest_visprobe.probes.heads import LocalizationConfig
+from pytest_visprobe.probes.segmentation import image_size, maps_of
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
-_PRIOR = 0.01  # initial heat-map probability (focal-loss bias init, as in RetinaNet/CenterNet)
-_GAUSS_ALPHA = 0.54
+if TYPE_CHECKING:
+    from pytest_visprobe.runner.context import ProbeContext
 
 
-@dataclass(frozen=True)
-class CentreTargets:
-    """Training targets at map resolution for ``n_classes`` heat-maps + 2 offset + 2 log-size."""
+class DetectionDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    heatmap: torch.Tensor  # [N, K, h, w] in [0, 1]; exactly 1 at object centres
-    regression: torch.Tensor  # [N, 4, h, w]: offset x, y (cells), log(width / W), log(height / H)
-    centres: torch.Tensor  # [N, h, w] bool, where regression targets apply
-    n_objects: torch.Tensor  # [N]
-
-
-def centre_targets(boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray], *, n_classes: int,
-                   map_size: tuple[int, int], image_size: tuple[int, int]) -> CentreTargets:
-    """Encode xyxy pixel boxes of images ``image_size`` (H, W) onto an ``map_size`` (h, w) grid."""
-    n, (h, w), (img_h, img_w) = len(boxes), map_size, image_size
-    sx, sy = img_w / w, img_h / h
-    heatmap = torch.zeros(n, n_classes, h, w)
-    regression = torch.zeros(n, 4, h, w)
-    centres = torch.zeros(n, h, w, dtype=torch.bool)
-    count = torch.zeros(n)
-    ys = torch.arange(h, dtype=torch.float32)[:, None]
-    xs = torch.arange(w, dtype=torch.float32)[None, :]
-    for i, (image_boxes, image_labels) in enumerate(zip(boxes, labels)):
-        b = np.asarray(image_boxes, dtype=np.float32).reshape(-1, 4)
-        order = np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), kind="stable")  # small ones win a shared cell
-        for k in order:
-            x1, y1, x2, y2 = (float(v) for v in b[k])
-            bw, bh = x2 - x1, y2 - y1
-            if bw <= 0 or bh <= 0:
-                continue
-            cx, cy = (x1 + x2) / 2 / sx, (y1 + y2) / 2 / sy
-            px, py = min(int(cx), w - 1), min(int(cy), h - 1)
-            sigma_x = max(_GAUSS_ALPHA * bw / sx / 6, 0.5)
-            sigma_y = max(_GAUSS_ALPHA * bh / sy / 6, 0.5)
-            g = torch.exp(-((xs - px) ** 2) / (2 * sigma_x ** 2) - ((ys - py) ** 2) / (2 * sigma_y ** 2))
-            c = int(image_labels[k])
-            heatmap[i, c] = torch.maximum(heatmap[i, c], g)
-            regression[i, :, py, px] = torch.tensor([cx - px, cy - py, np.log(bw / img_w), np.log(bh / img_h)])
-            centres[i, py, px] = True
-            count[i] += 1
-    return CentreTargets(heatmap, regression, centres, count)
+    AP75: float
+    feature_map_size: list[int]
+    image_size: list[int]
+    max_detections: int
+    head: str
+    n_train: int
+    n_test: int
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """CenterNet's penalty-reduced pixel focal loss (α = 2, β = 4), summed; divide by #objects."""
-    prob = torch.sigmoid(logits)
-    log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
-    positive = target.eq(1).float()
-    pos = positive * (1 - prob) ** 2 * log_p
-    neg = (1 - positive) * (1 - target) ** 4 * prob ** 2 * log_not_p
-    return -(pos + neg).sum()
+def centre_head(ctx: "ProbeContext", config: LocalizationConfig):
+    """The detection head, fitted once per settings and shared with the instance probe."""
+    from pytest_visprobe.kernels.detection import fit_centre_head
+
+    train = ctx.dataset.split("train")
+    return ctx.shared("centre_head", lambda: fit_centre_head(
+        maps_of(ctx)[0], train.boxes, train.box_labels, n_classes=len(ctx.dataset.class_names),
+        image_size=image_size(train), config=config, seed=ctx.seed), config)
 
 
-def fit_detection_head(maps: torch.Tensor, targets: CentreTargets, *, config, seed: int) -> ConvHead:
-    n_classes = targets.heatmap.shape[1]
-    bias = torch.zeros(n_classes + 4)
-    bias[:n_classes] = -float(np.log((1 - _PRIOR) / _PRIOR))
+def run(ctx: "ProbeContext") -> list[Metric]:
+    from dataclasses import replace
 
-    def loss(out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        n_obj = targets.n_objects[rows].sum().clamp(min=1)
-        heat = focal_loss(out[:, :n_classes], targets.heatmap[rows]) / n_obj
-        where = targets.centres[rows][:, None].expand(-1, 4, -1, -1)
-        reg = F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum") / n_obj
-        return heat + reg
+    from pytest_visprobe.kernels.detection import detection_probe
 
-    return fit_conv_head(maps, n_classes + 4, loss, epochs=config.epochs, batch_size=config.batch_size,
-                         lr=config.lr, weight_decay=config.weight_decay, seed=seed, bias_init=bias)
+    train_maps, test_maps = maps_of(ctx)
+    train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
+    metrics = detection_probe(train_maps, train.boxes, train.box_labels, test_maps, test.boxes, test.box_labels,
+                              n_classes=len(ctx.dataset.class_names), image_size=image_size(test),
+                              config=ctx.settings, seed=ctx.seed, head=centre_head(ctx, ctx.settings))
+    return [replace(m, details=DetectionDetails(**m.details)) for m in metrics]
 
 
-def decode_detections(out: torch.Tensor, *, n_classes: int, image_size: tuple[int, int],
-                      max_detections: int) -> list[dict[str, torch.Tensor]]:
-    """Head outputs ``[N, K+4, h, w]`` → per image ``{"boxes" xyxy, "scores", "labels"}``.
-
-    Peaks are heat-map cells that equal the max of their 3×3 neighbourhood; the top
-    ``max_detections`` over classes and cells are kept.
-    """
-    n, _, h, w = out.shape
-    img_h, img_w = image_size
-    heat = torch.sigmoid(out[:, :n_classes])
-    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
-    scores, flat = peaks.reshape(n, -1).topk(min(max_detections, n_classes * h * w), dim=1)
-    labels = flat // (h * w)
-    cell = flat % (h * w)
-    py, px = (cell // w).float(), (cell % w).float()
-    reg = out[:, n_classes:].reshape(n, 4, h * w).gather(2, cell[:, None].expand(-1, 4, -1))
-    cx = (px + reg[:, 0]) * img_w / w
-    cy = (py + reg[:, 1]) * img_h / h
-    bw = reg[:, 2].clamp(max=2.0).exp() * img_w
-    bh = reg[:, 3].clamp(max=2.0).exp() * img_h
-    boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=-1)
-    boxes[..., 0::2] = boxes[..., 0::2].clamp(0, img_w)
-    boxes[..., 1::2] = boxes[..., 1::2].clamp(0, img_h)
-    return [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
-
-
-def fit_centre_head(maps: torch.Tensor, boxes, labels, *, n_classes: int, image_size: tuple[int, int],
-                    config, seed: int) -> ConvHead:
-    """The centre head trained on ``maps`` against the boxes' centre targets."""
-    targets = centre_targets(boxes, labels, n_classes=n_classes, map_size=tuple(maps.shape[-2:]),
-                             image_size=image_size)
-    return fit_detection_head(maps, targets, config=config, seed=seed)
-
-
-def detect(head: ConvHead, maps: torch.Tensor, *, n_classes: int, image_size: tuple[int, int],
-           max_detections: int) -> list[dict[str, torch.Tensor]]:
-    out = in_chunks(maps, lambda m, _: head(m))
-    return decode_detections(out, n_classes=n_classes, image_size=image_size, max_detections=max_detections)
-
-
-def ground_truth(boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                 masks: Sequence[np.ndarray] | None = None) -> list[dict[str, torch.Tensor]]:
-    """Per image ``{"boxes", "labels"[, "masks"]}`` tensors, torchmetrics' target format."""
-    out = []
-    for i, (b, l) in enumerate(zip(boxes, labels)):
-        item = {"boxes": torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)),
-                "labels": torch.as_tensor(np.asarray(l, dtype=np.int64).reshape(-1))}
-        if masks is not None:
-            item["masks"] = torch.as_tensor(np.asarray(masks[i], dtype=bool))
-        out.append(item)
-    return out
-
-
-def coco_map(preds: list[dict], targets: list[dict], iou_type: str = "bbox") -> dict[str, float]:
-    """COCO mAP@[.5:.95], AP50 and AP75 (torchmetrics MeanAveragePrecision, pycocotools backend)."""
-    from torchmetrics.detection import MeanAveragePrecision
-
-    metric = MeanAveragePrecision(iou_type=iou_type, backend="pycocotools")
-    metric.update(preds, targets)
-    result = metric.compute()
-    return {key: float(result[key]) for key in ("map", "map_50", "map_75")}
-
-
-def detection_probe(
-    train_maps: torch.Tensor, train_boxes, train_labels, test_maps: torch.Tensor, test_boxes, test_labels,
-    *, n_classes: int, image_size: tuple[int, int], config, seed: int, head: ConvHead | None = None,
-) -> list[Metric]:
-    """Box mAP@[.5:.95] and AP50 of the centre head on the test split.
-
-    ``head``: one already fitted by :func:`fit_centre_head` on these train maps, to share it.
-    """
-    if head is None:
-        head = fit_centre_head(train_maps, train_boxes, train_labels, n_classes=n_classes,
-                               image_size=image_size, config=config, seed=seed)
-    preds = detect(head, test_maps, n_classes=n_classes, image_size=image_size,
-                   max_detections=config.max_detections)
-    scores = coco_map(preds, ground_truth(test_boxes, test_labels))
-    details = {"AP75": scores["map_75"], "feature_map_size": list(train_maps.shape[-2:]),
-               "image_size": list(image_size), "max_detections": config.max_detections,
-               "head": "centre heat-map + offset + log-size (linear 1x1 conv)",
-               "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0])}
-    return [Metric("detection_probe", "mAP", scores["map"], details=details),
-            Metric("detection_probe", "AP50", scores["map_50"], details=details)]
+DETECTION = ProbeSpec(
+    name="detection_probe",
+    description="a linear centre heat-map head on the frozen feature map detects the objects",
+    metrics=(
+        MetricSpec("mAP", True, "COCO box mAP@[.5:.95] of a linear centre heat-map head on the feature map"),
+        MetricSpec("AP50", True, "COCO box AP at IoU 0.5 of a linear centre heat-map head on the feature map"),
+    ),
+    run=run, settings=LocalizationConfig, details=DetectionDetails,
+    role="localization", targets=("boxes",), needs_feature_map=True,
+)

@@ -1,135 +1,77 @@
-"""Few-shot prototype classification on frozen features (PROTOCOLS.md A, Devillers et al. 2021).
+"""Few-shot prototypes: can N labelled images per class name the rest? (PROTOCOLS.md A)
 
-Per trial: draw ``n_shot`` training samples per class at random, prototype = mean of their
-L2-normalised features (not re-normalised, as in the study), assign every L2-normalised test
-feature to the prototype with the largest dot product, score top-1 over the whole test split.
-Pure numpy: the work is one [M, D] x [D, K] matmul per trial, which BLAS does as fast as torch.
+Per trial, N training images per class are drawn (seeded from the session seed and the trial),
+their L2-normalised features are averaged into class prototypes, and every test image goes to
+the prototype with the largest dot product. The metric is the mean top-1 over the trials, with
+the std over trials as its spread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
+
+if TYPE_CHECKING:
+    from pytest_visprobe.runner.context import ProbeContext
+
+#: Shot counts the shipped suite runs (the study's); any N gives a ``top1_{N}shot`` metric.
+SHOTS = (1, 5, 10)
 
 
-@dataclass(frozen=True)
-class FewShotResult:
-    """Top-1 accuracy over trials. ``std`` is the sample std (ddof=1) unless asked otherwise.
+class FewShotConfig(BaseModel):
+    """Nearest-prototype few-shot (PROTOCOLS.md A)."""
 
-    ``per_sample`` [M]: for each test sample, the fraction of trials that classified it
-    correctly, in test order; its mean is ``mean`` exactly, so a bootstrap over test samples
-    gives an interval for the test-set part of the uncertainty (``std`` is the support-set part).
-    """
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trials: int = Field(10, gt=0)  # support sets drawn per N, each seeded from (session seed, trial)
+    ddof: Literal[0, 1] = 1  # std over trials: 1 = sample std; the study's code used 0 (np.std)
+
+
+class FewShotDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
     n_shot: int
-    mean: float
-    std: float
-    per_trial: tuple[float, ...]
-    per_sample: np.ndarray = field(default=None, repr=False, compare=False)
+    trials: int
+    per_trial: list[float]
+    n_test: int
 
 
-def _as_split(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} features must be a non-empty 2-D array [N, D], got {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{name} features must be numeric, got dtype {x.dtype}")
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} labels must be 1-D with one entry per sample: {y.shape} vs {x.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} labels must be integers, got dtype {y.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} features contain NaN or infinity; check the encoder output")
-    return x, y
+def metric_name(n_shot: int) -> str:
+    return f"top1_{n_shot}shot"
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Row-normalised float32 copy; an all-zero row stays zero instead of becoming NaN."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
+def run(ctx: "ProbeContext", n_shot: int) -> list[Metric]:
+    import numpy as np
+
+    from pytest_visprobe.kernels.fewshot import fewshot_accuracy
+
+    config: FewShotConfig = ctx.settings
+    train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
+    fewest = int(np.unique(train.labels, return_counts=True)[1].min())
+    if fewest < n_shot:
+        ctx.skip(f"{n_shot}-shot needs {n_shot} training images per class, but {ctx.dataset.name!r} has a class "
+                 f"with {fewest} in its train split; raise --visprobe-limit or use a larger dataset.")
+    result = fewshot_accuracy(ctx.features("train").numpy(), train.labels, ctx.features("test").numpy(), test.labels,
+                              n_shot=n_shot, trials=config.trials, seed=ctx.seed, ddof=config.ddof)
+    details = FewShotDetails(n_shot=n_shot, trials=config.trials, per_trial=[round(a, 6) for a in result.per_trial],
+                             n_test=int(len(test.labels)))
+    return [Metric("fewshot", metric_name(n_shot), result.mean, spread=result.std, details=details,
+                   per_sample=result.per_sample, chance=1.0 / len(ctx.dataset.class_names))]
 
 
-def support_indices(train_y: np.ndarray, *, n_shot: int, trial: int, seed: int = 0) -> np.ndarray:
-    """Indices into the train split of one trial's support set, [K * n_shot], class-sorted.
-
-    Trial ``t`` draws from ``SeedSequence(seed, spawn_key=(t,))``, i.e. the t-th child of
-    ``SeedSequence(seed).spawn``: each trial's draw depends only on (seed, t), so changing the
-    number of trials does not change the trials already run. Within each class (sorted ids) the
-    ``n_shot`` samples are drawn without replacement.
-    """
-    train_y = np.asarray(train_y)
-    if n_shot < 1:
-        raise ValueError(f"n_shot must be >= 1, got {n_shot}")
-    classes, counts = np.unique(train_y, return_counts=True)
-    short = classes[counts < n_shot]
-    if short.size:
-        detail = ", ".join(f"{c} ({counts[classes == c][0]})" for c in short[:10])
-        raise ValueError(
-            f"{n_shot}-shot needs {n_shot} training samples per class, but "
-            f"{short.size} class(es) have fewer: {detail}{', ...' if short.size > 10 else ''}"
-        )
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(trial,)))
-    order = np.argsort(train_y, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    picks = [
-        order[bounds[k] + rng.choice(counts[k], size=n_shot, replace=False)]
-        for k in range(classes.size)
-    ]
-    return np.concatenate(picks)
-
-
-def fewshot_accuracy(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    *,
-    n_shot: int,
-    trials: int = 10,
-    seed: int = 0,
-    ddof: int = 1,
-) -> FewShotResult:
-    """Nearest-prototype top-1 accuracy with ``n_shot`` training samples per class.
-
-    ``std`` is the sample standard deviation over trials (``ddof=1``, NaN for one trial): the
-    trials are a sample of possible support sets, and with 10 of them the population formula
-    understates the spread by 5 %. The study's code used ``np.std`` (``ddof=0``); pass
-    ``ddof=0`` to reproduce its numbers. Every test label must be a train class. Classes with
-    fewer than ``n_shot`` training samples raise ValueError. Ties between prototypes go to the
-    smaller class id.
-    """
-    train_x, train_y = _as_split(train_x, train_y, "train")
-    test_x, test_y = _as_split(test_x, test_y, "test")
-    if train_x.shape[1] != test_x.shape[1]:
-        raise ValueError(f"train and test features differ in width: {train_x.shape[1]} vs {test_x.shape[1]}")
-    if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
-    if ddof not in (0, 1):
-        raise ValueError(f"ddof must be 0 (population std) or 1 (sample std), got {ddof}")
-    classes = np.unique(train_y)
-    unknown = np.setdiff1d(np.unique(test_y), classes)
-    if unknown.size:
-        raise ValueError(
-            f"test labels {unknown[:10].tolist()} have no training samples, so no prototype can "
-            "ever predict them; few-shot needs the same classes in both splits"
-        )
-    target = np.searchsorted(classes, test_y)  # test labels as prototype rows
-    test_n = _l2_normalize(test_x)
-    n_classes = classes.size
-    accs = []
-    correct_count = np.zeros(test_y.shape[0], dtype=np.int64)
-    for t in range(trials):
-        idx = support_indices(train_y, n_shot=n_shot, trial=t, seed=seed)
-        support = _l2_normalize(train_x[idx]).reshape(n_classes, n_shot, -1)
-        prototypes = support.mean(axis=1)  # not re-normalised (the study's rule)
-        pred = np.argmax(test_n @ prototypes.T, axis=1)
-        correct = pred == target
-        correct_count += correct
-        accs.append(float(np.mean(correct)))
-    per_trial = tuple(accs)
-    std = float(np.std(accs, ddof=ddof)) if len(accs) > ddof else float("nan")
-    return FewShotResult(n_shot=int(n_shot), mean=float(np.mean(accs)), std=std, per_trial=per_trial,
-                         per_sample=correct_count / trials)
+FEWSHOT = ProbeSpec(
+    name="fewshot",
+    description="nearest-prototype classification from N labelled images per class",
+    metrics=(MetricSpec("top1_{n}shot", True,
+                        "nearest-prototype top-1 with N training image(s) per class; mean over trials",
+                        chance="1/K for K classes"),),
+    run=run,
+    settings=FewShotConfig,
+    details=FewShotDetails,
+    role="fewshot",
+    targets=("label",),
+    plot="pytest_visprobe.report.plots.generalization:plot_fewshot",
+)

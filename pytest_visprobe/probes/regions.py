@@ -1,50 +1,101 @@
-"""Region probes: object label and attributes from RoI-pooled features of ground-truth boxes.
+"""Region probes: the semantic counterpart of the dense probes on the same images and map.
 
-The semantic counterpart of the dense probes on the same images and the same map: each
-object's feature is ``roi_align`` of the frozen map over its box (``roi_size``² cells, so the
-region keeps a little layout), and the linear probes of semantics.py are fitted on them.
-Boxes come from the annotations, so these probes measure *what*, never *where*.
+Each object's feature is ``roi_align`` of the frozen map over its ground-truth box; the label
+and attribute probes' linear heads are fitted on them. Boxes come from the annotations, so
+these probes measure *what*, never *where* (PROTOCOLS.md B).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..results import Metric
-from .semantics import attribute_probe, label_probe
+from pytest_visprobe.probes.attributes import AttributeDetails, attribute_map
+from pytest_visprobe.probes.heads import LinearProbeConfig
+from pytest_visprobe.probes.label import LabelDetails, label_top1
+from pytest_visprobe.probes.segmentation import image_size, maps_of
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
-
-def region_features(maps: torch.Tensor, boxes: Sequence[np.ndarray], *, image_size: tuple[int, int],
-                    roi_size: int) -> torch.Tensor:
-    """``[sum K_i, C·roi_size²]``: every box of every image, in image then box order."""
-    from torchvision.ops import roi_align
-
-    h, w = maps.shape[-2:]
-    img_h, img_w = image_size
-    # boxes to map cells per axis: the map covers the whole image, even if the encoder squashed it
-    scale = torch.tensor([w / img_w, h / img_h, w / img_w, h / img_h])
-    rois = [torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)) * scale for b in boxes]
-    pooled = roi_align(maps.float(), rois, output_size=roi_size, spatial_scale=1.0,
-                       sampling_ratio=2, aligned=True)
-    return pooled.flatten(1)
+if TYPE_CHECKING:
+    from pytest_visprobe.runner.context import ProbeContext
 
 
-def region_label_probe(train_x, train_labels, test_x, test_labels, *, n_classes: int, config, seed: int) -> Metric:
+class RegionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roi_size: int = Field(2, gt=0)  # RoIAlign output side for region features (roi_size² · C dims)
+    linear: LinearProbeConfig = LinearProbeConfig()
+
+
+def region_inputs(ctx: "ProbeContext"):
+    """RoI-pooled features of every ground-truth box, train and test."""
+    from pytest_visprobe.kernels.regions import region_features
+
+    train_maps, test_maps = maps_of(ctx)
+    roi = ctx.settings.roi_size
+    train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
+    return (region_features(train_maps, train.boxes, image_size=image_size(train), roi_size=roi),
+            region_features(test_maps, test.boxes, image_size=image_size(test), roi_size=roi))
+
+
+def region_label_top1(train_x, train_labels, test_x, test_labels, *, n_classes: int, config: LinearProbeConfig,
+                      seed: int) -> Metric:
     """Top-1 of a linear probe on region features; one sample per ground-truth object."""
+    import numpy as np
+
     test_y = np.concatenate(test_labels)
-    metric, head = label_probe(train_x, np.concatenate(train_labels), test_x, test_y,
-                               n_classes=n_classes, config=config, seed=seed)
+    metric, head = label_top1(train_x, np.concatenate(train_labels), test_x, test_y, n_classes=n_classes,
+                              config=config, seed=seed)
     correct = (head.logits(test_x).argmax(dim=1).numpy() == test_y).astype(np.float64)  # per box
-    return dataclasses.replace(metric, probe="region_label_probe", per_sample=correct)
+    return replace(metric, probe="region_label_probe", per_sample=correct)
 
 
-def region_attribute_probe(train_x, train_attributes, test_x, test_attributes, *, attribute_names,
-                           config, seed: int) -> Metric:
+def region_attribute_map(train_x, train_attributes, test_x, test_attributes, *, attribute_names,
+                         config: LinearProbeConfig, seed: int, resamples: int) -> Metric:
     """Macro mAP of per-attribute linear probes on region features."""
-    metric = attribute_probe(train_x, np.concatenate(train_attributes), test_x, np.concatenate(test_attributes),
-                             attribute_names=attribute_names, config=config, seed=seed)
-    return dataclasses.replace(metric, probe="region_attribute_probe")
+    import numpy as np
+
+    return attribute_map(train_x, np.concatenate(train_attributes), test_x, np.concatenate(test_attributes),
+                         attribute_names=attribute_names, config=config, seed=seed, resamples=resamples,
+                         probe="region_attribute_probe")
+
+
+def run_label(ctx: "ProbeContext") -> list[Metric]:
+    train_x, test_x = region_inputs(ctx)
+    return [region_label_top1(train_x, ctx.dataset.split("train").box_labels, test_x,
+                              ctx.dataset.split("test").box_labels, n_classes=len(ctx.dataset.class_names),
+                              config=ctx.settings.linear, seed=ctx.seed)]
+
+
+def run_attributes(ctx: "ProbeContext") -> list[Metric]:
+    if ctx.dataset.split("train").box_attributes is None:
+        ctx.skip(f"dataset {ctx.dataset.name!r} has image-level attributes but none per box; "
+                 f"the region attribute probe needs box_attributes.")
+    train_x, test_x = region_inputs(ctx)
+    return [region_attribute_map(train_x, ctx.dataset.split("train").box_attributes, test_x,
+                                 ctx.dataset.split("test").box_attributes,
+                                 attribute_names=ctx.dataset.attribute_names, config=ctx.settings.linear,
+                                 seed=ctx.seed, resamples=ctx.resamples)]
+
+
+REGION_LABEL = ProbeSpec(
+    name="region_label_probe",
+    description="a linear probe names each object from RoI-pooled feature-map regions (ground-truth boxes)",
+    metrics=(MetricSpec("top1", True,
+                        "top-1 object label from RoI-pooled feature-map regions (ground-truth boxes)",
+                        chance="1/K for K classes"),),
+    run=run_label, settings=RegionSettings, details=LabelDetails,
+    role="localization", targets=("boxes",), needs_feature_map=True,
+    plot="pytest_visprobe.report.plots.localization:plot_localization",  # every dense dataset has boxes
+)
+REGION_ATTRIBUTES = ProbeSpec(
+    name="region_attribute_probe",
+    description="per-attribute linear probes read each object's attributes from RoI-pooled regions",
+    metrics=(MetricSpec("mAP", True,
+                        "attribute mAP from RoI-pooled feature-map regions (ground-truth boxes)",
+                        chance="mean positive rate of the attributes present in test"),),
+    run=run_attributes, settings=RegionSettings, details=AttributeDetails,
+    role="localization", targets=("boxes", "attributes"), needs_feature_map=True,
+)

@@ -1,112 +1,117 @@
-"""RPGD robustness probe: attack the frozen encoder followed by its linear label head.
+"""RPGD robustness probe: random-start PGD against the frozen encoder followed by its linear
+label head (PROTOCOLS.md A), L2 and Linf, untargeted and targeted.
 
-The attack itself is the kernel in :mod:`.robustness`; this module chooses the images (a
-seeded subset of the test split, the same for every norm and criterion), builds the attacked
-classifier (pixels in [0, 1] → the encoder's own resize/normalisation and ``embed`` → the
-head fitted on cached features) and turns the attack result into scorecard metrics.
+The head is the label probe's (one fit when the settings agree); the attack runs through the
+encoder's own resize and normalisation on pixels in [0, 1] (kernels/rpgd.py, kernels/pgd.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..datasets.base import rng_for
-from ..features import to_float_images
-from ..results import Metric
-from .linear import LinearHead
-from .robustness import AttackResult, attack_success, success_auc
+from pytest_visprobe.probes.heads import LinearProbeConfig
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
 if TYPE_CHECKING:
-    from ..datasets.base import Split
-    from ..encoders import Encoder
-    from ..profiles import RobustnessConfig
+    from pytest_visprobe.runner.context import ProbeContext
 
 PROBE = "rpgd"
 
 
-class EncoderClassifier(nn.Module):
-    """Logits of the linear head on ``encoder.embed(images)``; images are pixels in [0, 1]."""
+class RobustnessConfig(BaseModel):
+    """RPGD attacks on encoder + linear head (PROTOCOLS.md A, Robustness); defaults are ``quick``.
 
-    def __init__(self, encoder: "Encoder", head: LinearHead) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = head.as_module()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.embed(images))
-
-
-def attack_images(
-    split: "Split", *, n_images: int, seed: int, size: tuple[int, int] | None = None,
-    interpolation: str = "bilinear",
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The attacked subset: float images in [0, 1] ``[M, 3, H, W]``, labels, test-split indices.
-
-    ``M = min(n_images, len(split))`` rows of a seeded permutation of the split. ``size``
-    resizes them first (antialiased ``interpolation``, bilinear or bicubic, as a data loader
-    would; not part of the attack), clipped back into [0, 1].
+    quick keeps the paper's step budget (steps × rel_stepsize = 2.5, so an iterate can cross
+    the ε-ball from any random start) with 10 instead of 100 steps, and fewer images and ε.
     """
-    if split.labels is None:
-        raise ValueError("the attacked split has no labels; the RPGD probe needs a label target")
-    order = rng_for(seed, "rpgd", "images").permutation(len(split))[: int(n_images)]
-    images = to_float_images(split.images.get(order), torch.device("cpu"))
-    if size is not None and tuple(images.shape[-2:]) != tuple(size):
-        mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
-        images = F.interpolate(images, size=tuple(size), mode=mode, antialias=True,
-                               align_corners=False).clamp_(0.0, 1.0)
-    labels = torch.as_tensor(np.asarray(split.labels)[order], dtype=torch.long)
-    return images, labels, order
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_images: int = Field(32, gt=0)  # seeded subset of the test split that is attacked (paper 1000)
+    steps: int = Field(10, gt=0)  # PGD steps per ε (paper 100)
+    rel_stepsize: float = Field(0.25, gt=0)  # step = rel_stepsize · ε (paper 0.025)
+    linf_epsilons: tuple[float, ...] = (0.0, 1e-3, 5e-3, 0.01, 0.05)  # increasing, from 0
+    l2_epsilons: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0, 4.0)  # [0, 1] pixels at attack_size
+    linf_robust_epsilon: float = 0.01  # robust accuracy is reported at this ε (must be listed)
+    l2_robust_epsilon: float = 0.5
+    #: "dataset": attack the images at the dataset's resolution, the encoder resizing inside;
+    #: "encoder": resize them to the encoder's input_size first (the study's L2 ε is per pixel
+    #: of the model input). Either way the encoder's own normalisation is inside the attack.
+    attack_size: Literal["dataset", "encoder"] = "dataset"
+    batch_size: int = Field(64, gt=0)  # (image, ε) pairs per PGD batch; bounds peak memory
+    head: LinearProbeConfig = LinearProbeConfig()  # the label head attacked (shared with label_probe when equal)
+
+    @model_validator(mode="after")
+    def _robust_epsilons_listed(self) -> "RobustnessConfig":
+        for norm in ("linf", "l2"):
+            eps = getattr(self, f"{norm}_epsilons")
+            if not eps or any(e < 0 for e in eps) or any(b <= a for a, b in zip(eps, eps[1:])):
+                raise ValueError(f"{norm}_epsilons must be non-empty, >= 0 and strictly increasing, got {eps}")
+            if getattr(self, f"{norm}_robust_epsilon") not in eps:
+                raise ValueError(f"{norm}_robust_epsilon must be one of {norm}_epsilons {eps}")
+        return self
+
+    def epsilons(self, norm: str) -> tuple[float, ...]:
+        return getattr(self, f"{norm}_epsilons")
+
+    def robust_epsilon(self, norm: str) -> float:
+        return getattr(self, f"{norm}_robust_epsilon")
 
 
-def rpgd_probe(
-    encoder: "Encoder", head: LinearHead, split: "Split", *, n_classes: int, norm: str,
-    targeted: bool, config: "RobustnessConfig", seed: int, device: torch.device | str = "cpu",
-) -> list[Metric]:
-    """Attack ``encoder`` + ``head`` on a seeded subset of ``split``; success AUC and robust accuracy."""
-    size = encoder.input_size if config.attack_size == "encoder" else None
-    images, labels, _ = attack_images(split, n_images=config.n_images, seed=seed, size=size,
-                                      interpolation=getattr(encoder, "interpolation", "bilinear"))
-    model = EncoderClassifier(encoder, head).to(device)
-    result = attack_success(
-        model, images, labels, norm=norm, epsilons=config.epsilons(norm), steps=config.steps,
-        rel_stepsize=config.rel_stepsize, targeted=targeted, n_classes=n_classes, seed=seed,
-        batch_size=config.batch_size,
-    )
-    return rpgd_metrics(result, robust_epsilon=config.robust_epsilon(norm),
-                        image_size=list(images.shape[-2:]))
+class RPGDDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    norm: str
+    targeted: bool
+    target_shift: int | None = None
+    clean_accuracy: float
+    n_images: int
+    n_attacked: int  # only images the clean classifier gets right are attacked
+    steps: int
+    rel_stepsize: float
+    image_size: list[int]
+    epsilons: list[float] | None = None  # the success curve (AUC records)
+    success_rate: list[float] | float | None = None  # the curve, or its value at ``epsilon``
+    n_success: list[int] | None = None
+    robust_accuracy: list[float] | None = None
+    epsilon: float | None = None  # robust-accuracy records: the ε it is reported at
 
 
-def metric_names(norm: str, targeted: bool) -> tuple[str, str]:
-    """``(success AUC, robust accuracy)`` metric names of one norm and criterion (results.py)."""
-    stem = f"{norm}_{'targeted' if targeted else 'untargeted'}"
-    return f"{stem}_success_auc", f"{stem}_robust_accuracy"
+def run(ctx: "ProbeContext", norm: Literal["linf", "l2"], targeted: bool) -> list[Metric]:
+    from dataclasses import replace
+
+    from pytest_visprobe.kernels.rpgd import rpgd_probe
+    from pytest_visprobe.probes.label import shared_label_probe
+
+    config: RobustnessConfig = ctx.settings
+    _, head = shared_label_probe(ctx, config.head)
+    metrics = rpgd_probe(ctx.encoder, head, ctx.dataset.split("test"), n_classes=len(ctx.dataset.class_names),
+                         norm=norm, targeted=targeted, config=config, seed=ctx.seed, device=ctx.device)
+    return [replace(m, details=RPGDDetails(**m.details)) for m in metrics]
 
 
-def rpgd_metrics(result: AttackResult, *, robust_epsilon: float, image_size: list[int]) -> list[Metric]:
-    """The success-curve AUC (its curve in details, for the plot) and robust accuracy at one ε."""
-    auc_name, robust_name = metric_names(result.norm, result.targeted)
-    common = {
-        "norm": result.norm, "targeted": result.targeted, "target_shift": result.target_shift,
-        "clean_accuracy": result.clean_accuracy, "n_images": result.n_images,
-        "n_attacked": result.n_correct,  # only images the clean classifier gets right are attacked
-        "steps": result.steps, "rel_stepsize": result.rel_stepsize, "image_size": image_size,
-    }
-    curve = {
-        "epsilons": list(result.epsilons), "success_rate": list(result.success_rate),
-        "n_success": list(result.n_success), "robust_accuracy": list(result.robust_accuracy),
-    }
-    k = result.epsilons.index(float(robust_epsilon))
-    # per_sample: the AUC is linear in the success rates, so it is the mean over attacked images
-    # of each image's own AUC (its 0/1 success per ε); robust accuracy is a mean over all images
-    auc_per_image = np.array([success_auc(row) for row in result.success_by_image], dtype=np.float64)
-    robust_per_image = np.array([row[k] for row in result.robust_by_image], dtype=np.float64)
-    return [
-        Metric(PROBE, auc_name, result.auc, details=common | curve, per_sample=auc_per_image),
-        Metric(PROBE, robust_name, result.robust_accuracy[k], per_sample=robust_per_image,
-               details=common | {"epsilon": float(robust_epsilon), "success_rate": result.success_rate[k]}),
-    ]
+def _metrics() -> tuple[MetricSpec, ...]:
+    specs = []
+    for norm in ("linf", "l2"):
+        for criterion in ("untargeted", "targeted"):
+            specs.append(MetricSpec(
+                f"{norm}_{criterion}_success_auc", False,
+                f"area under the {norm} {criterion} PGD attack success rate vs ε (ε equally spaced by "
+                "position; only images the clean classifier gets right are attacked); lower is more robust"))
+            specs.append(MetricSpec(
+                f"{norm}_{criterion}_robust_accuracy", True,
+                f"accuracy of encoder + linear head under the {norm} {criterion} PGD attack at the "
+                "profile's robust ε"))
+    return tuple(specs)
+
+
+RPGD = ProbeSpec(
+    name=PROBE,
+    description="random-start PGD (foolbox) against the frozen encoder + its linear label head, L2 and Linf",
+    metrics=_metrics(),
+    run=run, settings=RobustnessConfig, details=RPGDDetails,
+    role="robustness", targets=("label",),
+    plot="pytest_visprobe.report.plots.robustness:plot_attack_success",
+)

@@ -1,93 +1,72 @@
-"""Semantic segmentation probe: does the frozen feature map know *where* each class is?
+"""Semantic segmentation probe: does the frozen feature map know *where* each class is? (PROTOCOLS.md B)
 
-A linear 1×1 conv head on the cached map, its logits upsampled (bilinear) to mask size and
-trained with per-pixel cross-entropy; scored by mIoU over the test split (torchmetrics'
-multiclass Jaccard index, one confusion matrix over all test pixels, ADE20K-style).
+A linear 1×1-conv head on the cached train maps, upsampled to mask size, scored by mIoU over
+the classes and background on the test split.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 
-from ..results import Metric
-from .dense import ConvHead, fit_conv_head, in_chunks
+from pytest_visprobe.probes.heads import LocalizationConfig
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
-
-def fit_segmentation_head(
-    maps: torch.Tensor, masks: np.ndarray, *, n_classes: int, config, seed: int
-) -> ConvHead:
-    """Train on ``maps [N, C, h, w]`` against ``masks [N, H, W]`` (0 = background, c+1 = class c)."""
-    targets = torch.as_tensor(np.asarray(masks), dtype=torch.long)
-    targets = training_targets(targets, config.train_mask_size)
-    size = tuple(targets.shape[-2:])
-
-    def loss(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(upsample(logits, size), targets[rows])
-
-    return fit_conv_head(maps, n_classes + 1, loss, epochs=config.epochs, batch_size=config.batch_size,
-                         lr=config.lr, weight_decay=config.weight_decay, seed=seed)
+if TYPE_CHECKING:
+    from pytest_visprobe.runner.context import ProbeContext
 
 
-def training_targets(masks: torch.Tensor, max_side: int) -> torch.Tensor:
-    """Masks subsampled (nearest) so the longer side is at most ``max_side``: the loss costs
-    O(pixels), and logits upsampled from a coarse map carry no detail finer than that anyway.
-    Evaluation always runs at full mask size."""
-    h, w = masks.shape[-2:]
-    if max(h, w) <= max_side:
-        return masks
-    size = (max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w))))
-    return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
+class SegmentationDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_class_iou: dict[str, float | None]
+    pixel_accuracy: float
+    feature_map_size: list[int]
+    mask_size: list[int]
+    n_train: int
+    n_test: int
 
 
-def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(logits.shape[-2:]) == size:
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+def maps_of(ctx: "ProbeContext") -> tuple[Any, Any]:
+    """Cached ``[N, C, h, w]`` maps of train and test."""
+    return ctx.features("train", view="feature_map"), ctx.features("test", view="feature_map")
 
 
-def predict_masks(head: ConvHead, maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Per-pixel class index ``[N, H, W]`` (0 = background) at mask size."""
-    return in_chunks(maps, lambda m, _: upsample(head(m), size).argmax(dim=1))
+def image_size(split) -> tuple[int, int]:
+    return tuple(split.images.get([0]).shape[1:3])
 
 
-def per_class_iou(pred: torch.Tensor, target: torch.Tensor, n_labels: int) -> np.ndarray:
-    """IoU of each label over all pixels (torchmetrics); NaN where a label is in neither."""
-    from torchmetrics.functional.classification import multiclass_jaccard_index
+def segmentation_head(ctx: "ProbeContext", config: LocalizationConfig):
+    """The segmentation head, fitted once per settings and shared with the instance probe."""
+    from pytest_visprobe.kernels.segmentation import fit_segmentation_head
 
-    iou = multiclass_jaccard_index(pred.reshape(-1), target.reshape(-1).long(), num_classes=n_labels,
-                                   average="none", zero_division=float("nan"))
-    return iou.numpy().astype(np.float64)
+    train = ctx.dataset.split("train")
+    return ctx.shared("segmentation_head", lambda: fit_segmentation_head(
+        maps_of(ctx)[0], train.semantic_masks, n_classes=len(ctx.dataset.class_names), config=config,
+        seed=ctx.seed), config)
 
 
-def segmentation_probe(
-    train_maps: torch.Tensor, train_masks: np.ndarray, test_maps: torch.Tensor, test_masks: np.ndarray,
-    *, class_names: Sequence[str], config, seed: int, head: ConvHead | None = None,
-) -> Metric:
-    """mIoU (background included, labels absent from both prediction and truth left out).
+def run(ctx: "ProbeContext") -> list[Metric]:
+    from pytest_visprobe.kernels.segmentation import segmentation_probe
 
-    ``head``: one already fitted by ``fit_segmentation_head`` on these train maps, to share it.
-    """
-    if head is None:
-        head = fit_segmentation_head(train_maps, train_masks, n_classes=len(class_names), config=config, seed=seed)
-    target = torch.as_tensor(np.asarray(test_masks), dtype=torch.long)
-    pred = predict_masks(head, test_maps, tuple(target.shape[-2:]))
-    names = ["background", *class_names]
-    iou = per_class_iou(pred, target, len(names))
-    present = ~np.isnan(iou)
-    # chance: "background everywhere" scores the background share on that label and 0 on every
-    # other label present in the truth
-    background_share = float((target == 0).float().mean())
-    labels_in_truth = int(torch.unique(target).numel())
-    details = {
-        "per_class_iou": {n: (None if np.isnan(v) else round(float(v), 4)) for n, v in zip(names, iou)},
-        "pixel_accuracy": float((pred == target).float().mean()),
-        "feature_map_size": list(train_maps.shape[-2:]),
-        "mask_size": list(target.shape[-2:]),
-        "chance": background_share / labels_in_truth,
-        "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
-    }
-    return Metric("segmentation_probe", "mIoU", float(iou[present].mean()), details=details)
+    train_maps, test_maps = maps_of(ctx)
+    train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
+    metric = segmentation_probe(train_maps, train.semantic_masks, test_maps, test.semantic_masks,
+                                class_names=ctx.dataset.class_names, config=ctx.settings, seed=ctx.seed,
+                                head=segmentation_head(ctx, ctx.settings))
+    details = dict(metric.details)
+    chance = details.pop("chance")
+    return [replace(metric, details=SegmentationDetails(**details), chance=chance)]
+
+
+SEGMENTATION = ProbeSpec(
+    name="segmentation_probe",
+    description="a linear 1x1-conv head on the frozen feature map segments the classes",
+    metrics=(MetricSpec("mIoU", True,
+                        "mean IoU over classes and background of a linear 1x1-conv head on the frozen feature map",
+                        chance="'background everywhere': the background share over the labels present"),),
+    run=run, settings=LocalizationConfig, details=SegmentationDetails,
+    role="localization", targets=("masks",), needs_feature_map=True,
+)

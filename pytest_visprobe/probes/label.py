@@ -1,0 +1,134 @@
+"""Label probe: does the frozen embedding say *what* is in the image?
+
+Multinomial logistic regression on cached features, scored by top-1 on the test split, with a
+control task (the same probe trained on train labels permuted across images) reported as
+``selectivity`` = measured − control, so a probe cannot pass on label priors alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from pytest_visprobe.probes.heads import LinearProbeConfig
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from pytest_visprobe.kernels.linear import LinearHead
+    from pytest_visprobe.runner.context import ProbeContext
+
+CHANCE_MAJORITY = "1/K for K classes"
+
+
+class LabelDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weight_decay: float | None = None  # chosen on a held-out part of train (None: the Adam recipe)
+    recipe: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    measured: float | None = None  # selectivity: the probe's own score ...
+    control: float | None = None  # ... and the control task's
+    control_task: str | None = None
+
+
+def fit_label_head(train_x: "torch.Tensor", train_y: "np.ndarray", *, n_classes: int,
+                   config: LinearProbeConfig, seed: int) -> "LinearHead":
+    """The linear head of the label probe, by the configured recipe."""
+    import torch
+
+    from pytest_visprobe.kernels.linear import fit_probe, top1
+
+    train_t = torch.as_tensor(train_y, dtype=torch.long)
+    if config.recipe == "adam":  # the study's transfer recipe (paper profile)
+        from pytest_visprobe.kernels.transfer import fit_adam_probe
+
+        return fit_adam_probe(train_x, train_t, n_classes=n_classes, lr=config.adam_lr,
+                              weight_decay=config.adam_weight_decay, epochs=config.adam_epochs,
+                              batch_size=config.adam_batch_size, seed=seed)
+    return fit_probe(train_x, train_t, n_outputs=n_classes, weight_decays=config.weight_decays,
+                     val_fraction=config.val_fraction, score=top1, seed=seed, max_iter=config.max_iter)
+
+
+def label_top1(train_x: "torch.Tensor", train_y: "np.ndarray", test_x: "torch.Tensor", test_y: "np.ndarray",
+               *, n_classes: int, config: LinearProbeConfig, seed: int) -> tuple[Metric, "LinearHead"]:
+    """Fit the head and score it: the top-1 metric (per-sample correctness kept) and the head."""
+    import numpy as np
+    import torch
+
+    head = fit_label_head(train_x, train_y, n_classes=n_classes, config=config, seed=seed)
+    correct = (head.logits(test_x).argmax(dim=1) == torch.as_tensor(test_y, dtype=torch.long)).numpy()
+    details = LabelDetails(weight_decay=head.weight_decay, recipe=config.recipe, n_train=int(len(train_y)),
+                           n_test=int(len(test_y)))
+    return Metric("label_probe", "top1", float(correct.mean()), details=details,
+                  per_sample=correct.astype(np.uint8), chance=1.0 / n_classes), head
+
+
+def shared_label_probe(ctx: "ProbeContext", config: LinearProbeConfig) -> tuple[Metric, "LinearHead"]:
+    """The label probe of (encoder, dataset), fitted once per process per settings and features.
+
+    The label probe reports its metric; the RPGD probe attacks its head: one fit when their
+    head settings agree, two when they do not.
+    """
+    def fit() -> tuple[Metric, "LinearHead"]:
+        train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
+        return label_top1(ctx.features("train"), train.labels, ctx.features("test"), test.labels,
+                          n_classes=len(ctx.dataset.class_names), config=config, seed=ctx.seed)
+
+    return ctx.shared("label_probe", fit, config)
+
+
+def permuted_targets(targets: Any, seed: int) -> "np.ndarray":
+    """Rows of ``targets`` in a seeded random order: the control task's training targets."""
+    import numpy as np
+
+    targets = np.asarray(targets)
+    order = np.random.default_rng([seed, 0x5E1EC7]).permutation(targets.shape[0])
+    return targets[order]
+
+
+def selectivity(measured: Metric, control: Metric, details: type[BaseModel]) -> Metric:
+    """``measured − control`` as its own metric; per-sample differences when both have them."""
+    import numpy as np
+
+    per_sample = None
+    if measured.per_sample is not None and control.per_sample is not None:
+        per_sample = (np.asarray(measured.per_sample, dtype=np.float64)
+                      - np.asarray(control.per_sample, dtype=np.float64))
+    return Metric(measured.probe, "selectivity", measured.value - control.value, per_sample=per_sample,
+                  details=details(measured=measured.value, control=control.value,
+                                  control_task="train targets permuted across images (seeded)"),
+                  chance=measured.chance)
+
+
+def run(ctx: "ProbeContext") -> list[Metric]:
+    config: LinearProbeConfig = ctx.settings
+    metric, _ = shared_label_probe(ctx, config)
+    if ctx.is_control:  # a random-init control is itself the floor: no control task of its own
+        return [metric]
+    train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
+    control, _ = label_top1(ctx.features("train"), permuted_targets(train.labels, ctx.seed), ctx.features("test"),
+                            test.labels, n_classes=len(ctx.dataset.class_names), config=config, seed=ctx.seed)
+    return [metric, selectivity(metric, control, LabelDetails)]
+
+
+LABEL_PROBE = ProbeSpec(
+    name="label_probe",
+    description="a linear (multinomial logistic) probe names the image's class from the frozen embedding",
+    metrics=(
+        MetricSpec("top1", True, "top-1 accuracy of a linear (multinomial logistic) probe on frozen embeddings",
+                   chance=CHANCE_MAJORITY),
+        MetricSpec("selectivity", True,
+                   "top-1 minus the top-1 of the same probe trained on permuted train labels (control task)",
+                   lower=-1.0, upper=1.0, chance="the top1 metric's"),
+    ),
+    run=run,
+    settings=LinearProbeConfig,
+    details=LabelDetails,
+    role="label",
+    targets=("label",),
+)

@@ -1,0 +1,1 @@
+"""Reporting: the scorecard models, thresholds, the baseline gate, statistics, Markdown and plots."""

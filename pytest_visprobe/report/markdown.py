@@ -1,0 +1,122 @@
+"""The scorecard's Markdown and terminal views: one row per metric, one column per encoder,
+then the controls (chance, random-init floor, shuffled-label control), failing metrics, plots
+and encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_visprobe.report.scorecard import Record, Scorecard
+
+
+def format_delta(record: Record) -> str:
+    """▲ better / ▼ worse than the baseline (by the metric's direction), ``=`` when unchanged."""
+    assert record.baseline is not None
+    delta = record.value - record.baseline
+    if abs(delta) < 5e-4:
+        return "= 0.000"
+    better = (delta > 0) == record.higher_is_better
+    return f"{'▲' if better else '▼'} {abs(delta):.3f}"
+
+
+def format_cell(record: Record) -> str:
+    """``value [95 % interval] (± trial std) ▲/▼ Δ vs baseline ✓/✗``."""
+    text = f"{record.value:.3f}"
+    if record.interval is not None:
+        text += f" [{record.interval.low:.3f}, {record.interval.high:.3f}]"
+    if record.spread is not None:
+        text += f" ± {record.spread:.3f}"
+    if record.baseline is not None:
+        text += f" {format_delta(record)}"
+    if record.threshold is not None or record.baseline is not None:
+        text += " ✓" if record.passed else " ✗"
+    return text
+
+
+def measured(card: Scorecard) -> list[Record]:
+    """The encoders' own records (control records are shown beside them, not as columns)."""
+    return [r for r in card.sorted().records if r.control_of is None]
+
+
+def table_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
+    """Metrics as rows, encoders as columns (the comparison view)."""
+    records = measured(card)
+    encoders = sorted({r.encoder for r in records})
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    for record in records:
+        rows.setdefault((record.probe, record.dataset, record.metric), {})[record.encoder] = format_cell(record)
+    headers = ["probe", "dataset", "metric", *encoders]
+    body = [[*key, *(cells.get(e, "—") for e in encoders)] for key, cells in rows.items()]
+    return headers, body
+
+
+def control_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
+    """Each metric between its chance level, its random-init floor and the measured value.
+
+    Chance comes from the probe (``Record.chance``), the floor from the random-init control
+    run, the shuffled-label control from the probe's selectivity record.
+    """
+    records = measured(card)
+    selectivity = {(r.encoder, r.probe, r.dataset): r for r in records if r.metric == "selectivity"}
+    body = []
+    for r in records:
+        if r.metric == "selectivity":
+            continue
+        chance = r.chance
+        control = selectivity.get((r.encoder, r.probe, r.dataset))
+        if chance is None and r.floor is None and control is None:
+            continue
+        fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+        body.append([r.encoder, r.probe, r.dataset, r.metric, fmt(chance), fmt(r.floor),
+                     fmt(control.details.get("control") if control else None), fmt(r.value),
+                     fmt(control.value if control else None)])
+    headers = ["encoder", "probe", "dataset", "metric", "chance", "random-init floor",
+               "shuffled-label control", "measured", "selectivity"]
+    return headers, body
+
+
+def to_markdown(card: Scorecard) -> str:
+    from tabulate import tabulate
+
+    p = card.provenance
+    headers, body = table_rows(card)
+    lines = [
+        "# pytest-visprobe scorecard",
+        "",
+        f"profile `{p.profile}` · seed {p.seed}" + (f" · limit {p.limit}/split" if p.limit else "") + f" · device `{p.device}` · "
+        f"{p.created.isoformat(timespec='seconds')}" + (f" · commit `{p.git_commit[:10]}`" if p.git_commit else ""),
+        "",
+        f"tests: {card.outcome.passed} passed, {card.outcome.failed} failed, "
+        f"{card.outcome.errors} errors, {card.outcome.skipped} skipped · feature sets: "
+        f"{p.features.get('computed', 0)} computed, {p.features.get('from_disk', 0)} from cache",
+        "",
+    ]
+    if body:
+        lines.append(tabulate(body, headers=headers, tablefmt="github", disable_numparse=True))
+    else:
+        lines.append("_No metrics were recorded._")
+    notes = ["", "Cells: value [95 % interval] (± std over trials) ▲/▼ change vs baseline (▲ better) "
+                 "✓/✗ against threshold and baseline."]
+    if p.baseline:
+        notes.append(f"Baseline: `{p.baseline}`, tolerance {p.tolerance}; a metric fails only when it "
+                     f"drops by more than the tolerance and by more than the noise explains.")
+    failing = [r for r in measured(card) if not r.passed]
+    if failing:
+        notes += ["", "## Failing metrics", ""]
+        for r in failing:
+            notes.append(f"- `{r.encoder}` {r.probe}.{r.metric} on {r.dataset}: {r.value:.4f} "
+                         f"(threshold {r.threshold}, baseline {r.baseline}) — `{r.nodeid}`")
+    control_headers, control_body = control_rows(card)
+    if control_body:
+        notes += ["", "## Controls", "",
+                  "Each metric between chance, the same architecture re-initialised at random, the same "
+                  "probe trained on permuted labels, and the encoder itself.", "",
+                  tabulate(control_body, headers=control_headers, tablefmt="github", disable_numparse=True)]
+    if card.plots:
+        notes += ["", "## Plots", ""]
+        notes += [f"![{Path(name).stem}]({name})" for name in card.plots]
+    if card.encoders:
+        notes += ["", "## Encoders", ""]
+        notes += [f"- `{e.name}` ← `{e.ref}` · fingerprint `{e.fingerprint[:12]}` · input "
+                  f"{e.input_size or 'as given'} · {e.parameters:,} parameters" for e in card.sorted().encoders]
+    return "\n".join(lines + notes) + "\n"

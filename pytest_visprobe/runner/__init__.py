@@ -1,0 +1,1 @@
+"""The pytest side: options, the run's session state, the ``visprobe`` fixture, the reporter."""
