@@ -262,7 +262,8 @@ def _first_tensor(out: Any, name: str) -> torch.Tensor:
 
 def load_encoder(ref: EncoderRef) -> Encoder:
     """Turn a parsed reference into an Encoder, in eval mode, named by ``ref.id``."""
-    loader = {"file": _load_file, "timm": _load_timm, "open_clip": _load_open_clip}[ref.kind]
+    loader = {"file": _load_file, "timm": _load_timm, "open_clip": _load_open_clip, "hf": _load_hf,
+              "torchvision": _load_torchvision}[ref.kind]
     encoder = loader(ref)
     encoder.name = ref.id
     encoder.ref = ref.raw
@@ -456,6 +457,18 @@ def _load_open_clip(ref: EncoderRef) -> Encoder:
         std=cfg.get("std", getattr(visual, "image_std", None)),
         interpolation=cfg.get("interpolation", "bicubic"),
     )
+
+
+def _load_hf(ref: EncoderRef) -> Encoder:
+    from .hf_encoder import load_hf
+
+    return load_hf(ref)
+
+
+def _load_torchvision(ref: EncoderRef) -> Encoder:
+    from .torchvision_encoder import load_torchvision
+
+    return load_torchvision(ref)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
