@@ -251,7 +251,7 @@ class VisprobeSession:
         return found
 
     def preflight_images(self, encoder: "Encoder") -> "torch.Tensor":
-        """A seeded batch of real test images from the first label dataset, at the encoder's input size.
+        """A seeded batch of real test images from ``preflight_dataset()``, at the encoder's input size.
 
         Given at ``input_size`` so the encoder's own resize is a no-op and the normalisation check
         sees its preprocessing as an exact per-pixel map.
@@ -262,7 +262,7 @@ class VisprobeSession:
 
         from .features import to_float_images
 
-        spec = self.datasets_for("label")[0]
+        spec = self.preflight_dataset()
         split = self.dataset(spec).split("test")
         count = min(self.profile.gate.preflight_images, len(split))
         rows = np.sort(np.random.default_rng(self.seed).choice(len(split), size=count, replace=False))
@@ -271,6 +271,22 @@ class VisprobeSession:
             images = F.interpolate(images, size=tuple(encoder.input_size), mode="bilinear",
                                    antialias=True, align_corners=False).clamp_(0, 1)
         return images.to(self.store.device)
+
+
+    def preflight_dataset(self) -> str:
+        """The first label dataset that is on disk, else the first of any role's, else the embedded
+        ``shapes`` (always present): preflight needs a few images, not a particular dataset."""
+        from .datasets.base import DatasetNotFoundError
+
+        candidates = [*self.datasets_for("label"),
+                      *(spec for role in sorted(self.profile.datasets) for spec in self.datasets_for(role)), "shapes"]
+        for spec in dict.fromkeys(candidates):
+            try:
+                self.dataset(spec)
+            except DatasetNotFoundError:
+                continue
+            return spec
+        return "shapes"  # pragma: no cover - shapes is generated, never missing
 
 
 def split_role(raw: str) -> tuple[str | None, str]:
