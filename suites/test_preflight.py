@@ -3,7 +3,8 @@
 The plugin runs this file before every other one, so a broken encoder (train-mode BatchNorm,
 dropout left on, NaN, constant output, double normalisation) shows up as a failure that names
 the cause before any probe reports a misleading number. The checks use a small seeded batch of
-real test images from the profile's first label dataset; see pytest_visprobe/encoders/preflight.py.
+real test images from the first label dataset that is on disk (the embedded `shapes` if none
+is), named in the failure message and in --junitxml; see pytest_visprobe/encoders/preflight.py.
 """
 
 from pytest_visprobe.encoders import preflight

@@ -24,6 +24,7 @@ from torch import nn
 
 from pytest_visprobe.encoders.refs import DEFAULT_FACTORY, EncoderRef
 from pytest_visprobe.errors import EncoderLoadError
+from pytest_visprobe.encoders.script_import import script_folder_importable
 
 
 class Encoder(nn.Module):
@@ -316,14 +317,19 @@ def _load_file(ref: EncoderRef) -> Encoder:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # the user's file failed to import
-        sys.modules.pop(module_name, None)
-        raise EncoderLoadError(
-            f"--encoder={ref.raw}: importing {path} failed: {_where(exc, path)}. Fix the file; "
-            f"it must import on its own (python {path})."
-        ) from exc
+    with script_folder_importable(path, keep=module_name):  # as `python file.py`: siblings importable
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file failed to import
+            sys.modules.pop(module_name, None)
+            raise EncoderLoadError(
+                f"--encoder={ref.raw}: importing {path} failed: {_where(exc, path)}. Fix the file; "
+                f"it is imported as `python {path}` would run it, with its folder on sys.path."
+            ) from exc
+        return _call_factory(ref, path, module, module_name, source)
+
+
+def _call_factory(ref: EncoderRef, path: Path, module: Any, module_name: str, source: bytes) -> Encoder:
     factory_name = ref.factory or DEFAULT_FACTORY
     factory = getattr(module, factory_name, None)
     if not callable(factory):
@@ -469,6 +475,18 @@ def _load_open_clip(ref: EncoderRef) -> Encoder:
         std=cfg.get("std", getattr(visual, "image_std", None)),
         interpolation=cfg.get("interpolation", "bicubic"),
     )
+
+
+def _load_hf(ref: EncoderRef) -> Encoder:
+    from pytest_visprobe.encoders.hf import load_hf
+
+    return load_hf(ref)
+
+
+def _load_torchvision(ref: EncoderRef) -> Encoder:
+    from pytest_visprobe.encoders.torchvision import load_torchvision
+
+    return load_torchvision(ref)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -30,3 +30,8 @@ ENCODER_KINDS.register("timm", EncoderKind("timm:NAME or timm:NAME@WEIGHTS_FILE 
                                            "pytest_visprobe.encoders.base:_load_timm"))
 ENCODER_KINDS.register("open_clip", EncoderKind("open_clip:ARCH/PRETRAINED -- an open_clip image tower (PRETRAINED: a tag or a local checkpoint)",
                                                 "pytest_visprobe.encoders.base:_load_open_clip"))
+ENCODER_KINDS.register("hf", EncoderKind("hf:MODEL_OR_DIR -- a transformers vision model (AutoModel + AutoImageProcessor)",
+                                         "pytest_visprobe.encoders.base:_load_hf"))
+ENCODER_KINDS.register("torchvision", EncoderKind("torchvision:NAME[@WEIGHTS] -- a torchvision classification model "
+                                                  "(WEIGHTS: an enum member or a local state-dict file)",
+                                                  "pytest_visprobe.encoders.base:_load_torchvision"))

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from pytest_visprobe.errors import EncoderLoadError
 
-PREFIXES = ("timm", "open_clip")
+PREFIXES = ("timm", "open_clip", "hf", "torchvision")
 DEFAULT_FACTORY = "create_encoder"
 
 _FORMS = (
     "FILE.py (a function create_encoder() returning an Encoder or a torch.nn.Module), "
-    "FILE.py::FACTORY, timm:NAME, timm:NAME@WEIGHTS_FILE, or open_clip:ARCH/PRETRAINED"
+    "FILE.py::FACTORY, timm:NAME, timm:NAME@WEIGHTS_FILE, open_clip:ARCH/PRETRAINED, "
+    "hf:MODEL_OR_DIR, or torchvision:NAME[@WEIGHTS]"
 )
 
 
@@ -22,10 +23,10 @@ class EncoderRef:
     """A parsed ``--encoder`` value. ``id`` names the encoder in test ids and the scorecard."""
 
     raw: str
-    kind: str  # "file", "timm" or "open_clip"
-    target: str  # file path, timm model name or open_clip architecture
+    kind: str  # "file", "timm", "open_clip", "hf" or "torchvision"
+    target: str  # file path, timm model name, open_clip architecture, HF model id/dir, torchvision name
     factory: str | None = None  # file encoders: the factory function's name
-    weights: str | None = None  # timm: local weights file; open_clip: tag or checkpoint path
+    weights: str | None = None  # timm: local file; open_clip: tag or path; torchvision: enum or file
 
     @property
     def id(self) -> str:
@@ -34,12 +35,23 @@ class EncoderRef:
             return stem if self.factory is None else f"{stem}-{self.factory}"
         if self.kind == "timm":
             return self.target
+        if self.kind == "hf":  # the last part of an id or directory: test ids and file names stay plain
+            return Path(self.target.rstrip("/\\")).name
+        if self.kind == "torchvision":
+            return self.target if self.weights is None else f"{self.target}-{_weights_label(self.weights)}"
         if self.kind != "open_clip":  # a kind a plugin registered
             return f"{self.kind}-{self.target}".replace("/", "-")
         pretrained = self.weights or "random"
         if "/" in pretrained or "\\" in pretrained or "." in Path(pretrained).name:
             pretrained = Path(pretrained).stem
         return f"{self.target}-{pretrained}"
+
+
+def _weights_label(weights: str) -> str:
+    """``IMAGENET1K_V2`` for an enum (``ResNet50_Weights.IMAGENET1K_V2`` too), the stem for a file."""
+    if weights.endswith((".pt", ".pth", ".bin", ".safetensors")) or "/" in weights or "\\" in weights:
+        return Path(weights).stem
+    return weights.rsplit(".", 1)[-1]
 
 
 def parse_encoder_ref(raw: str, *, rootdir: Path | None = None) -> EncoderRef:
@@ -80,6 +92,14 @@ def parse_encoder_ref(raw: str, *, rootdir: Path | None = None) -> EncoderRef:
 
 
 def _parse_hub_ref(raw: str, prefix: str, rest: str) -> EncoderRef:
+    if prefix == "hf":
+        from pytest_visprobe.encoders.hf import parse_hf_ref
+
+        return parse_hf_ref(raw, rest)
+    if prefix == "torchvision":
+        from pytest_visprobe.encoders.torchvision import parse_torchvision_ref
+
+        return parse_torchvision_ref(raw, rest)
     if prefix == "timm":
         name, _, weights = rest.partition("@")
         if not name:

@@ -131,10 +131,11 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option(ENCODER_OPTION, "encoder to probe, repeatable: FILE.py, FILE.py::FACTORY, timm:NAME, "
-           "timm:NAME@WEIGHTS_FILE or open_clip:ARCH/PRETRAINED (PRETRAINED may be a local "
-           "checkpoint). Default: none (visprobe tests are skipped).", repeatable=True, metavar="REF"),
-    Option(PROFILE_OPTION, "sizes, datasets and settings: quick (default, offline, CPU).",
-           default="quick", metavar="NAME"),
+           "timm:NAME@WEIGHTS_FILE, open_clip:ARCH/PRETRAINED (PRETRAINED may be a local "
+           "checkpoint), hf:MODEL_OR_DIR or torchvision:NAME[@WEIGHTS]. Default: none (visprobe tests are skipped).", repeatable=True, metavar="REF"),
+    Option(PROFILE_OPTION, "sizes, datasets and probe settings: quick (default, offline, CPU), standard, paper, "
+           "or the path of your own TOML profile (it may extend one).",
+           default="quick", metavar="NAME|FILE"),
     Option(DATASET_OPTION, "dataset for the label, few-shot, clustering, similarity and robustness "
            "probes instead of the profile's, repeatable: a registered name (shapes, digits, ...), "
            "imagefolder:PATH or coco:IMAGES_DIR:ANNOTATIONS.json; ROLE=SPEC sets one probe role's "

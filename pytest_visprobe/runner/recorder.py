@@ -200,13 +200,15 @@ class Recorder:
         """Run one preflight check on a seeded batch of real images; its failure is a plain test failure."""
         __tracebackhide__ = True
         images = self._session.preflight_images(encoder)
+        source = self._session.preflight_dataset()
+        self._item.user_properties.append(("visprobe.preflight.dataset", source))
         encoder.to(images.device)
         try:
             found = check(encoder, images)
         except PreflightError as exc:
             found = exc
         if isinstance(found, PreflightError):
-            pytest.fail(f"{encoder.name}: {found}", pytrace=False)
+            pytest.fail(f"{encoder.name}: {found} (preflight images: test split of {source!r})", pytrace=False)
         if isinstance(found, str):  # what the check could tell, kept in --junitxml
             self._item.user_properties.append((f"visprobe.preflight.{check.__name__}", found))
         return found

@@ -136,7 +136,7 @@ class VisprobeSession:
 
     def datasets_for(self, role: str) -> list[str]:
         """Dataset specs for a probe role. ``--visprobe-dataset SPEC`` replaces the lists of every
-        role whose probe needs only labels (LABEL_ROLES): a user who names their data expects
+        role whose probes need only labels (probes.spec.label_only_roles): a user who names their data expects
         the label, few-shot, clustering, similarity and robustness probes all to run on it.
         ``--visprobe-dataset ROLE=SPEC`` (or ``--visprobe-transformations-dataset SPEC`` for
         ``transformations``) replaces one role's, e.g. ``localization=coco:...``."""
@@ -280,7 +280,7 @@ class VisprobeSession:
         return found
 
     def preflight_images(self, encoder: "Encoder") -> "torch.Tensor":
-        """A seeded batch of real test images from the first label dataset, at the encoder's input size.
+        """A seeded batch of real test images from ``preflight_dataset()``, at the encoder's input size.
 
         Given at ``input_size`` so the encoder's own resize is a no-op and the normalisation check
         sees its preprocessing as an exact per-pixel map.
@@ -291,7 +291,7 @@ class VisprobeSession:
 
         from pytest_visprobe.features import to_float_images
 
-        spec = self.datasets_for("label")[0]
+        spec = self.preflight_dataset()
         split = self.dataset(spec).split("test")
         count = min(self.profile.gate.preflight_images, len(split))
         rows = np.sort(np.random.default_rng(self.seed).choice(len(split), size=count, replace=False))
@@ -300,6 +300,21 @@ class VisprobeSession:
             images = F.interpolate(images, size=tuple(encoder.input_size), mode="bilinear",
                                    antialias=True, align_corners=False).clamp_(0, 1)
         return images.to(self.store.device)
+
+    def preflight_dataset(self) -> str:
+        """The first label dataset that is on disk, else the first of any role's, else the embedded
+        ``shapes`` (always present): preflight needs a few images, not a particular dataset."""
+        from pytest_visprobe.errors import DatasetNotFoundError
+
+        candidates = [*self.datasets_for("label"),
+                      *(spec for role in sorted(self.profile.datasets) for spec in self.datasets_for(role)), "shapes"]
+        for spec in dict.fromkeys(candidates):
+            try:
+                self.dataset(spec)
+            except DatasetNotFoundError:
+                continue
+            return spec
+        return "shapes"  # pragma: no cover - shapes is generated, never missing
 
 
 def split_role(raw: str) -> tuple[str | None, str]:
