@@ -331,3 +331,11 @@ def test_a_run_without_visprobe_options_makes_no_session(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_schema_option_prints_the_scorecard_json_schema(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "pytest", "--visprobe-schema", "-p", "no:cacheprovider"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    schema = json.loads(done.stdout)
+    assert schema["title"] == "Scorecard" and "records" in schema["properties"]

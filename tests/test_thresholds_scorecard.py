@@ -332,3 +332,27 @@ def test_shipped_thresholds_file_is_valid_and_every_rule_names_a_registered_metr
     path = Path(__file__).resolve().parents[1] / "suites" / "visprobe_thresholds.toml"
     thresholds = load_thresholds(path)  # validates every rule against the metric registry
     assert thresholds.rules, "the shipped suites should carry at least one floor"
+
+
+def test_schema_is_exported_from_the_models() -> None:
+    from pytest_visprobe.report.scorecard import schema_json
+
+    schema = json.loads(schema_json())
+    record = schema["$defs"]["Record"]["properties"]
+    assert {"chance", "settings_hash", "details", "interval", "samples"} <= set(record)
+    assert schema["properties"]["schema_version"]["const"] == 3
+
+
+def test_compare_lists_every_moved_number_and_one_sided_record(tmp_path: Path, capsys) -> None:
+    from pytest_visprobe.report.compare import differences, main
+
+    card = make_card()
+    moved = card.model_copy(update={"records": [card.records[0].model_copy(update={"value": 0.8123 + 1e-3}),
+                                                *card.records[1:2]]})
+    changes = differences(card, moved)
+    assert [(c.key[1], c.field) for c in changes] == [("attribute_probe", "only in old"), ("label_probe", "value")]
+    assert changes[1].new - changes[1].old == pytest.approx(1e-3)
+    old, new = write_scorecard(card, tmp_path / "old")[0], write_scorecard(moved, tmp_path / "new")[0]
+    assert main([str(old), str(old)]) == 0
+    assert main([str(old), str(new)]) == 1
+    assert "label_probe.top1 on shapes · value: 0.812300 → 0.813300 (+0.001000)" in capsys.readouterr().out
