@@ -18,11 +18,11 @@ import importlib.util
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pytest_visprobe.datasets import load_dataset
-from pytest_visprobe.encoders.base import ModuleEncoder, as_encoder
+from pytest_visprobe.encoders.base import ModuleEncoder
+from pytest_visprobe.encoders.loading import as_encoder
 from pytest_visprobe.features import FeatureStore
 from pytest_visprobe.kernels.segmentation import fit_segmentation_head
 from pytest_visprobe.probes.heads import LocalizationConfig

@@ -30,7 +30,8 @@ from pytest_visprobe.datasets import load_dataset
 from pytest_visprobe.datasets.base import ArrayImages, Dataset, Split
 from pytest_visprobe.datasets.transformed import transformed_views
 from pytest_visprobe.encoders.refs import parse_encoder_ref
-from pytest_visprobe.encoders.base import ModuleEncoder, load_encoder
+from pytest_visprobe.encoders.base import ModuleEncoder
+from pytest_visprobe.encoders.loading import load_encoder
 from pytest_visprobe.features import FeatureStore
 
 CPU = torch.device("cpu")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_visprobe.encoders.base import ModuleEncoder, as_encoder
+from pytest_visprobe.encoders.base import ModuleEncoder
+from pytest_visprobe.encoders.loading import as_encoder
 
 IMAGES = torch.rand(2, 3, 64, 64)
 
@@ -100,7 +101,7 @@ def test_timm_loader_gives_vit_maps(tmp_path):
     from safetensors.torch import save_file
 
     from pytest_visprobe.encoders.refs import parse_encoder_ref
-    from pytest_visprobe.encoders.base import load_encoder
+    from pytest_visprobe.encoders.loading import load_encoder
 
     model = _random(lambda: timm.create_model("test_vit", pretrained=False, num_classes=0))
     save_file(model.state_dict(), str(tmp_path / "vit.safetensors"))

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pytest_visprobe.encoders.refs import parse_encoder_ref
-from pytest_visprobe.encoders.base import Encoder, ModuleEncoder, as_encoder, load_encoder
+from pytest_visprobe.encoders.base import Encoder, ModuleEncoder
+from pytest_visprobe.encoders.loading import as_encoder, load_encoder
 from pytest_visprobe.errors import EncoderLoadError, EncoderOutputError
 
 

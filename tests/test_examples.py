@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from pytest_visprobe.encoders.refs import parse_encoder_ref
-from pytest_visprobe.encoders.base import Encoder, load_encoder
+from pytest_visprobe.encoders.base import Encoder
+from pytest_visprobe.encoders.loading import load_encoder
 from pytest_visprobe.errors import CacheCorruptWarning
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

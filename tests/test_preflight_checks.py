@@ -149,7 +149,7 @@ def test_double_normalisation_with_clip_constants_via_timm_style_config(images):
             x = (x - torch.tensor(clip_mean).view(1, 3, 1, 1)) / torch.tensor(clip_std).view(1, 3, 1, 1)
             return super().forward(x)
 
-    from pytest_visprobe.encoders.base import as_encoder
+    from pytest_visprobe.encoders.loading import as_encoder
 
     encoder = as_encoder(Clipish(), name="clipish").eval()
     with pytest.raises(PreflightError, match=r"normalised twice with OpenAI CLIP constants"):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-_LAZY = ("Encoder", "ModuleEncoder", "load_encoder", "as_encoder")
+_LAZY = {"Encoder": "base", "ModuleEncoder": "base", "load_encoder": "loading", "as_encoder": "loading"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from pytest_visprobe.encoders import base
+        import importlib
 
-        return getattr(base, name)
+        return getattr(importlib.import_module(f"pytest_visprobe.encoders.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'pytest_visprobe.encoders' has no attribute {name!r}")

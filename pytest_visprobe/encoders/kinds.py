@@ -27,11 +27,11 @@ class EncoderKinds(Registry[EncoderKind]):
 
 ENCODER_KINDS = EncoderKinds("encoder kind", hint="Register one in a pytest_visprobe_register hook.")
 ENCODER_KINDS.register("timm", EncoderKind("timm:NAME or timm:NAME@WEIGHTS_FILE -- a timm model, hub or local weights",
-                                           "pytest_visprobe.encoders.base:_load_timm"))
+                                           "pytest_visprobe.encoders.loading:_load_timm"))
 ENCODER_KINDS.register("open_clip", EncoderKind("open_clip:ARCH/PRETRAINED -- an open_clip image tower (PRETRAINED: a tag or a local checkpoint)",
-                                                "pytest_visprobe.encoders.base:_load_open_clip"))
+                                                "pytest_visprobe.encoders.loading:_load_open_clip"))
 ENCODER_KINDS.register("hf", EncoderKind("hf:MODEL_OR_DIR -- a transformers vision model (AutoModel + AutoImageProcessor)",
-                                         "pytest_visprobe.encoders.base:_load_hf"))
+                                         "pytest_visprobe.encoders.loading:_load_hf"))
 ENCODER_KINDS.register("torchvision", EncoderKind("torchvision:NAME[@WEIGHTS] -- a torchvision classification model "
                                                   "(WEIGHTS: an enum member or a local state-dict file)",
-                                                  "pytest_visprobe.encoders.base:_load_torchvision"))
+                                                  "pytest_visprobe.encoders.loading:_load_torchvision"))

@@ -170,7 +170,7 @@ class VisprobeSession:
         """Load (once per process) an encoder: a ``pytest_visprobe_load_encoder`` hook first, then
         the registered kinds."""
         if ref.raw not in self._encoders:
-            from pytest_visprobe.encoders.base import load_encoder
+            from pytest_visprobe.encoders.loading import load_encoder
 
             self._encoders[ref.raw] = load_encoder(ref, hook=self.hook)
         return self._encoders[ref.raw]
