@@ -11,11 +11,11 @@ import contextlib
 import hashlib
 import os
 import re
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +80,8 @@ class FeatureStore:
     _memory: dict[str, torch.Tensor] = field(default_factory=dict)
     _placed: set[int] = field(default_factory=set)
     _failed: dict[str, str] = field(default_factory=dict)  # key -> the contract error it raised
+    #: ``track(desc, batches, images)`` -> a context yielding ``tick()`` (runner/progress.py); None: silent
+    progress: Any = None
 
     def get(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "embed") -> torch.Tensor:
         """Features of every image in ``dataset[split]``: float32 on the CPU, ``[N, D]`` or ``[N, C, h, w]``."""
@@ -178,8 +180,11 @@ class FeatureStore:
         n = len(images)
         starts = range(0, n, self.batch_size)
         outputs: list[torch.Tensor] = []
-        with torch.inference_mode(), autocast_for(self.device):
-            for start in _progress(starts, f"{encoder.name} · {dataset.name}/{split}", n, self.batch_size):
+        desc = f"{encoder.name} · {dataset.name}/{split} ({view})"
+        track = self.progress.track(desc, len(starts), n) if self.progress is not None \
+            else contextlib.nullcontext(lambda: None)
+        with torch.inference_mode(), autocast_for(self.device), track as tick:
+            for start in starts:
                 batch = to_float_images(images.get(range(start, min(start + self.batch_size, n))), self.device)
                 try:
                     out = forward(batch)
@@ -193,6 +198,7 @@ class FeatureStore:
                     ) from exc
                 self.counters.forward_passes += 1
                 outputs.append(_check_output(out, batch.shape[0], view, encoder.name, dataset.name, split).float().cpu())
+                tick()
         self.counters.computed += 1
         return torch.cat(outputs)
 
@@ -218,14 +224,3 @@ def _check_output(out: object, batch: int, view: str, name: str, dataset: str, s
             f"diverged checkpoint?) and the normalisation inside the encoder; inputs are in [0, 1]."
         )
     return out
-
-
-def _progress(starts: range, desc: str, n: int, batch_size: int):
-    """A tqdm bar on the real terminal for extractions long enough to watch; silent otherwise."""
-    stream = sys.__stderr__
-    if len(starts) < 4 or stream is None or not stream.isatty():
-        return starts
-    from tqdm.auto import tqdm
-
-    return tqdm(starts, desc=f"visprobe {desc}", total=len(starts), unit="batch", leave=False,
-                file=stream, mininterval=0.5)

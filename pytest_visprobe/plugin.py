@@ -86,6 +86,7 @@ def session_of(config: pytest.Config) -> "VisprobeSession":
     if SESSION_KEY in config.stash:
         return config.stash[SESSION_KEY]
     from pytest_visprobe.runner.extensions import register_extensions
+    from pytest_visprobe.runner.progress import Progress
     from pytest_visprobe.runner.reporter import Reporter
     from pytest_visprobe.runner.session import VisprobeSession
 
@@ -97,6 +98,7 @@ def session_of(config: pytest.Config) -> "VisprobeSession":
         _validate_text_model(session)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
+    session.progress = Progress(config)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(Reporter(config, session), "visprobe-reporter")
     return session

@@ -55,6 +55,7 @@ class VisprobeSession:
     explicit_thresholds: Thresholds | None = None
     worker_id: str = "main"
     hook: Any = None  # config.hook: the plugins' pytest_visprobe_* implementations
+    progress: Any = None  # runner/progress.Progress: where long steps show their progress
     collected: Collected = field(default_factory=Collected)
     _thresholds: dict[Path, Thresholds | None] = field(default_factory=dict)
     _encoders: dict[str, "Encoder"] = field(default_factory=dict)
@@ -163,7 +164,7 @@ class VisprobeSession:
                 cache_dir = Path(raw) if raw else default_cache_dir()
             batch = self.run.batch_size or self.profile.batch_size
             self._store = FeatureStore(cache_dir=cache_dir, device=resolve_device(self.run.device),
-                                       batch_size=batch)
+                                       batch_size=batch, progress=self.progress)
         return self._store
 
     def encoder(self, ref: EncoderRef) -> "Encoder":
