@@ -28,10 +28,22 @@ FORMAT_VERSION = "1"
 VIEWS = ("embed", "feature_map")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU. An unavailable explicit choice is a clear error."""
+def worker_cuda_index(worker_id: str, device_count: int) -> int:
+    """The GPU an xdist worker uses: its index (``gw3`` → 3) modulo the devices; 0 outside xdist."""
+    digits = worker_id.removeprefix("gw")
+    return int(digits) % device_count if digits.isdigit() and device_count > 0 else 0
+
+
+def resolve_device(name: str, worker_id: str = "main") -> torch.device:
+    """``auto`` → CUDA when present, else CPU. An unavailable explicit choice is a clear error.
+
+    A bare ``cuda`` (or ``auto`` on a CUDA machine) under ``pytest -n N`` gives each worker its
+    own GPU, worker index modulo the device count; ``cuda:K`` is taken as given.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", worker_cuda_index(worker_id, torch.cuda.device_count()))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"--visprobe-device={name}, but torch.cuda.is_available() is False (torch "

@@ -175,6 +175,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return not (item.path.name == PREFLIGHT_FILE and "visprobe_encoder" in getattr(item, "fixturenames", ()))
 
     items.sort(key=later)
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:  # under `pytest -n N --dist loadgroup`, one worker extracts each encoder's features
+        encoder = _encoder_param(item)
+        if encoder is not None:
+            item.add_marker(pytest.mark.xdist_group(f"visprobe-{encoder}"))
+
+
+def _encoder_param(item: pytest.Item) -> str | None:
+    """The ``--encoder`` id a test is parametrized with, or None (encoder-comparing tests have none)."""
+    callspec = getattr(item, "callspec", None)
+    ref = callspec.params.get("visprobe_encoder") if callspec is not None else None
+    return getattr(ref, "id", None)
 
 
 def dataset_id(spec: str) -> str:

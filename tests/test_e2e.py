@@ -339,3 +339,14 @@ def test_schema_option_prints_the_scorecard_json_schema(tmp_path):
     assert done.returncode == 0, done.stderr
     schema = json.loads(done.stdout)
     assert schema["title"] == "Scorecard" and "records" in schema["properties"]
+
+
+def test_tests_are_grouped_by_encoder_for_xdist_loadgroup(suite):
+    result = suite.run(f"{ENCODER_OPTION}=pooled.py", f"{ENCODER_OPTION}=conv.py", "suites/test_semantics.py",
+                       "suites/test_similarity.py", "--collect-only", "-q", "-m", "xdist_group", limit=None)
+    ids = [line for line in result.stdout.lines if "::" in line]
+    assert ids and all("similarity" not in i for i in ids)  # tests comparing every encoder stay ungrouped
+    grouped = suite.run(f"{ENCODER_OPTION}=pooled.py", "suites/test_semantics.py", "-n", "2", "--dist", "loadgroup",
+                        "-p", "xdist", limit=60)
+    grouped.assert_outcomes(passed=3)
+    grouped.stdout.fnmatch_lines(["*scorecard:*"])

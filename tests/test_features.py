@@ -303,3 +303,11 @@ def test_autocast_for_cpu_is_a_no_op() -> None:
         out = a @ b
     assert out.dtype == torch.float32
     assert torch.equal(out, a @ b)
+
+
+def test_each_xdist_worker_takes_its_own_gpu():
+    from pytest_visprobe.features import worker_cuda_index
+
+    assert [worker_cuda_index(f"gw{i}", 2) for i in range(5)] == [0, 1, 0, 1, 0]
+    assert worker_cuda_index("main", 4) == 0 and worker_cuda_index("gw3", 0) == 0
+    assert str(resolve_device("cpu", "gw1")) == "cpu"  # the mapping only touches a bare cuda

@@ -163,7 +163,7 @@ class VisprobeSession:
                 raw = self.run.cache_dir
                 cache_dir = Path(raw) if raw else default_cache_dir()
             batch = self.run.batch_size or self.profile.batch_size
-            self._store = FeatureStore(cache_dir=cache_dir, device=resolve_device(self.run.device),
+            self._store = FeatureStore(cache_dir=cache_dir, device=resolve_device(self.run.device, self.worker_id),
                                        batch_size=batch, progress=self.progress)
         return self._store
 
