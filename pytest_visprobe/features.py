@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -196,8 +196,8 @@ class FeatureStore:
         track = self.progress.track(desc, len(starts), n) if self.progress is not None \
             else contextlib.nullcontext(lambda: None)
         with torch.inference_mode(), autocast_for(self.device), track as tick:
-            for start in starts:
-                batch = to_float_images(images.get(range(start, min(start + self.batch_size, n))), self.device)
+            for raw in prefetched(images, starts, self.batch_size, n):
+                batch = to_float_images(raw, self.device)
                 try:
                     out = forward(batch)
                 except EncoderOutputError:
@@ -213,6 +213,24 @@ class FeatureStore:
                 tick()
         self.counters.computed += 1
         return torch.cat(outputs)
+
+
+def prefetched(images: Any, starts: range, batch_size: int, n: int) -> Iterator[np.ndarray]:
+    """The uint8 batches in order, each next one decoded in a background thread while the caller
+    runs the encoder on the current one (file decoding then overlaps the forward pass)."""
+    rows = [range(start, min(start + batch_size, n)) for start in starts]
+    if len(rows) < 2:
+        yield from (images.get(r) for r in rows)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="visprobe-prefetch") as pool:
+        pending = pool.submit(images.get, rows[0])
+        for k in range(len(rows)):
+            batch = pending.result()
+            if k + 1 < len(rows):
+                pending = pool.submit(images.get, rows[k + 1])
+            yield batch
 
 
 def _check_output(out: object, batch: int, view: str, name: str, dataset: str, split: str) -> torch.Tensor:

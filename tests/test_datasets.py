@@ -523,3 +523,32 @@ def test_limit_subsets_every_shapes_field():
     assert split.semantic_masks.shape[0] == 12 and split.attributes.shape[0] == 12
     for labels, label in zip(split.box_labels, split.labels):
         assert labels[-1] == label
+
+
+def test_file_images_decode_in_parallel_to_the_same_pixels_and_name_a_broken_file(tmp_path):
+    from PIL import Image
+
+    from pytest_visprobe.datasets.base import FileImages, decode_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(9):
+        path = tmp_path / f"{i}.jpg"
+        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    images = FileImages(tuple(paths), 16)
+    expected = np.stack([decode_image(p, 16) for p in paths])
+    assert np.array_equal(images.get(range(9)), expected)
+    assert np.array_equal(images.get([8, 0, 3, 3]), expected[[8, 0, 3, 3]])  # order kept, duplicates too
+    (tmp_path / "4.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DatasetError, match=r"4\.jpg"):
+        images.get(range(9))
+
+
+def test_prefetched_batches_arrive_complete_and_in_order():
+    from pytest_visprobe.datasets.base import ArrayImages
+    from pytest_visprobe.features import prefetched
+
+    array = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
+    batches = list(prefetched(ArrayImages(array), range(0, 10, 4), 4, 10))
+    assert [len(b) for b in batches] == [4, 4, 2] and np.array_equal(np.concatenate(batches), array)
