@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_visprobe.runner.options import ENCODER_OPTION, NO_CACHE_OPTION
+from pytest_visprobe.runner import progress
 from pytest_visprobe.runner.progress import Progress
 
 
@@ -36,7 +37,8 @@ def _config(isatty: bool, worker: bool = False, verbosity: int = 0):
     return config, writer
 
 
-def test_a_log_gets_one_line_per_finished_feature_set():
+def test_a_log_gets_one_line_per_finished_feature_set(monkeypatch):
+    monkeypatch.setattr(progress, "MIN_SECONDS_FOR_A_LINE", 0.0)
     config, writer = _config(isatty=False)
     with Progress(config).track("enc · digits/train (embed)", total=10, items=640) as tick:
         for _ in range(10):
@@ -77,7 +79,15 @@ def test_xdist_workers_and_quiet_runs_stay_silent():
         assert writer.lines == []
 
 
-def test_a_pytest_run_in_a_log_shows_each_extraction(suite):
+def test_a_short_extraction_leaves_the_log_alone():
+    config, writer = _config(isatty=False)
+    with Progress(config).track("x", total=10, items=10) as tick:
+        tick()
+    assert writer.lines == []  # under MIN_SECONDS_FOR_A_LINE: not worth splitting a -v line
+
+
+def test_a_pytest_run_in_a_log_shows_each_extraction(suite, monkeypatch):
+    monkeypatch.setattr(progress, "MIN_SECONDS_FOR_A_LINE", 0.0)
     result = suite.run(f"{ENCODER_OPTION}=pooled.py", NO_CACHE_OPTION, "suites/test_semantics.py", "-k", "digits")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*visprobe: features pooled · digits/train (embed): 150 images in * s (* images/s)*",

@@ -2,8 +2,9 @@
 
 pytest captures stdout and stderr at the file-descriptor level, so a bar written from inside a
 test never reaches the terminal. Like live logging, this suspends capture around the step: on a
-terminal, a tqdm bar; in a non-interactive log (CI), one line per finished step with its size and
-throughput; under an xdist worker, nothing (the controller owns the terminal).
+terminal, a tqdm bar; in a non-interactive log (CI), one line per finished step that took at least
+``MIN_SECONDS_FOR_A_LINE``, with its size and throughput; under an xdist worker, nothing (the
+controller owns the terminal).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Callable, Iterator
 import pytest
 
 MIN_BATCHES_FOR_A_BAR = 4  # shorter extractions finish before a bar is worth drawing
+#: a log line only for extractions a person waited for (it splits pytest's -v "test ... PASSED" line)
+MIN_SECONDS_FOR_A_LINE = 2.0
 
 
 class Progress:
@@ -54,8 +57,8 @@ class Progress:
                     yield bar.update
             else:
                 yield lambda: None
-            if not interactive:
-                seconds = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            if not interactive and seconds >= MIN_SECONDS_FOR_A_LINE:
                 self._writer.line(f"visprobe: features {desc}: {items} images in {seconds:.1f} s "
                                   f"({items / max(seconds, 1e-9):.0f} images/s)")
 
