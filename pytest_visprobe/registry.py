@@ -89,6 +89,15 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
+    def snapshot(self) -> dict[str, T | str]:
+        """Every entry, the built-ins loaded: hand it to ``restore`` to undo later registrations."""
+        self._load()
+        return dict(self._entries)
+
+    def restore(self, snapshot: dict[str, T | str]) -> None:
+        self._entries.clear()
+        self._entries.update(snapshot)
+
     def items(self) -> list[tuple[str, T]]:
         return [(name, self.get(name)) for name in self.names()]
 

@@ -60,8 +60,6 @@ __all__ = [
     "default_data_root",
 ]
 
-#: Prefix of the path form, ``imagefolder:PATH``.
-IMAGEFOLDER_PREFIX = "imagefolder:"
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,6 @@ class MetricSpec:
     chance: str | None = None
     probe: str = ""  # filled in by ProbeSpec
 
-    @property
-    def metric(self) -> str:  # the name records and thresholds use
-        return self.name
-
     def matches(self, name: str) -> bool:
         if "{" not in self.name:
             return name == self.name

@@ -44,15 +44,11 @@ def register_extensions(config: pytest.Config) -> None:
         return
     config.stash[_DONE_KEY] = True
     found = registries()
-    kept = [(registry, dict(registry._entries)) for registry in vars(found).values() if isinstance(registry, Registry)]
-    for registry, _ in kept:
-        registry.names()  # load the built-ins first, so they are part of what is restored
+    kept = [(registry, registry.snapshot()) for registry in vars(found).values() if isinstance(registry, Registry)]
 
     def restore() -> None:
-        for registry, entries in kept:
-            registry._entries.clear()
-            registry._entries.update(entries)
+        for registry, snapshot in kept:
+            registry.restore(snapshot)
 
-    kept = [(registry, dict(registry._entries)) for registry, _ in kept]
     config.add_cleanup(restore)
     config.hook.pytest_visprobe_register(registries=found, config=config)

@@ -67,10 +67,6 @@ class Recorder:
         """``compute()`` once per process per key (``ProbeContext.shared`` builds complete keys)."""
         return self._session.shared(key, compute)
 
-    def settings(self, probe: str) -> Any:
-        """The probe's settings model as the profile sets it."""
-        return self._session.probe_settings(probe)
-
     def run(self, probe: str, encoder: "Encoder", dataset: "Dataset", **params: Any) -> list[Metric]:
         """Run a registered probe on (encoder, dataset) and check every metric it returns.
 

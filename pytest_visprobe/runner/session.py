@@ -64,6 +64,7 @@ class VisprobeSession:
     _controls: dict[str, Any] = field(default_factory=dict)
     _shared: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _settings: dict[str, Any] = field(default_factory=dict)
+    _preflight_spec: str | None = None
 
     @classmethod
     def from_options(cls, options: RunSettings, rootdir: Path, worker_id: str, hook: Any = None) -> "VisprobeSession":
@@ -304,33 +305,37 @@ class VisprobeSession:
 
     def preflight_dataset(self) -> str:
         """The first label dataset that is on disk, else the first of any role's, else the embedded
-        ``shapes`` (always present): preflight needs a few images, not a particular dataset."""
+        ``shapes`` (always present): preflight needs a few images, not a particular dataset.
+        Chosen once per process (absent datasets are not probed again for every check)."""
         from pytest_visprobe.errors import DatasetNotFoundError
 
-        candidates = [*self.datasets_for("label"),
-                      *(spec for role in sorted(self.profile.datasets) for spec in self.datasets_for(role)), "shapes"]
-        for spec in dict.fromkeys(candidates):
-            try:
-                self.dataset(spec)
-            except DatasetNotFoundError:
-                continue
-            return spec
-        return "shapes"  # pragma: no cover - shapes is generated, never missing
+        if self._preflight_spec is None:
+            candidates = [*self.datasets_for("label"),
+                          *(spec for role in sorted(self.profile.datasets) for spec in self.datasets_for(role))]
+            self._preflight_spec = "shapes"
+            for spec in dict.fromkeys(candidates):
+                try:
+                    self.dataset(spec)
+                except DatasetNotFoundError:
+                    continue
+                self._preflight_spec = spec
+                break
+        return self._preflight_spec
 
 
 def split_role(raw: str) -> tuple[str | None, str]:
     """``ROLE=SPEC`` → (ROLE, SPEC); a plain SPEC → (None, SPEC). An unknown role is a ConfigError."""
     from pytest_visprobe.probes.spec import roles
 
-    ROLES = roles()
     role, eq, spec = raw.partition("=")
     if not eq or ":" in role or "/" in role:  # "=" inside a path, not a role prefix
         return None, raw
-    if role not in ROLES:
-        guess = difflib.get_close_matches(role, ROLES, n=1)
+    known = roles()
+    if role not in known:
+        guess = difflib.get_close_matches(role, known, n=1)
         hint = f" Did you mean {guess[0]!r}?" if guess else ""
         raise ConfigError(f"{DATASET_OPTION}={raw}: unknown probe role {role!r}.{hint} Roles: "
-                          f"{', '.join(ROLES)}; or give SPEC alone for the label-only roles.")
+                          f"{', '.join(known)}; or give SPEC alone for the label-only roles.")
     return role, spec
 
 
