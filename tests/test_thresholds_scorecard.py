@@ -356,3 +356,5 @@ def test_compare_lists_every_moved_number_and_one_sided_record(tmp_path: Path, c
     assert main([str(old), str(old)]) == 0
     assert main([str(old), str(new)]) == 1
     assert "label_probe.top1 on shapes · value: 0.812300 → 0.813300 (+0.001000)" in capsys.readouterr().out
+    assert main([str(old), str(tmp_path / "missing.json")]) == 2
+    assert "missing.json could not be read" in capsys.readouterr().err

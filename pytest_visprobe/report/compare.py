@@ -2,7 +2,7 @@
 
 Records are matched by (encoder, probe, dataset, metric, control_of); the table shows every
 value and 95 % interval bound that moved by more than ``--atol``, records only one side has, and
-exits 1 when there are any (0 when the two agree). Used to check that a refactor left the main
+exits 1 when there are any (0 when the two agree, 2 when a file is not a scorecard). Used to check that a refactor left the main
 job's numbers unchanged, and by CI users to see what a new checkpoint changed.
 """
 
@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_visprobe.errors import ConfigError
 from pytest_visprobe.report.scorecard import Record, Scorecard, load_scorecard
 
 Key = tuple[str, str, str, str, str]
@@ -61,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("new", type=Path)
     parser.add_argument("--atol", type=float, default=1e-9, help="ignore differences up to this (default 1e-9)")
     args = parser.parse_args(argv)
-    old, new = load_scorecard(args.old), load_scorecard(args.new)
+    try:
+        old, new = load_scorecard(args.old), load_scorecard(args.new)
+    except ConfigError as exc:  # the message names the file and the fix; a traceback would hide it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     changes = differences(old, new, args.atol)
     print(f"{len(old.records)} records in {args.old}, {len(new.records)} in {args.new}; "
           f"{len(changes)} differences beyond {args.atol:g}")
