@@ -24,7 +24,7 @@ from pytest_visprobe.datasets.base import Dataset
 from pytest_visprobe.encoders.base import Encoder
 from pytest_visprobe.errors import CacheCorruptWarning, ConfigError, EncoderOutputError
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: features computed after an RPGD attack before the fix of _attack_mode could be from BatchNorm in training mode
 VIEWS = ("embed", "feature_map")
 
 

@@ -488,3 +488,17 @@ def test_per_image_outcomes_add_up_to_the_counts(toy, targeted):
         assert not any(result.robust_by_image[i][k] for i in range(result.n_images) if i not in correct)
         if not targeted:  # untargeted: an attacked image is robust exactly when the attack failed
             assert all(result.robust_by_image[i][k] != s[k] for i, s in zip(correct, result.success_by_image))
+
+
+def test_each_module_keeps_its_own_mode(toy):
+    """A wrapper made for the attack (training by default) around an encoder in eval mode:
+    restoring the wrapper's flag with train(True) once put a BatchNorm encoder in training mode
+    for every later forward pass, so features extracted after RPGD used batch statistics."""
+    models, x, y = toy
+    encoder = nn.Sequential(nn.BatchNorm2d(3), models[True]).eval()
+    wrapper = nn.Sequential(encoder)  # a fresh module: training=True
+    assert wrapper.training and not any(m.training for m in encoder.modules())
+    attack_success(wrapper, x, y, norm="linf", epsilons=[0.0, 0.05], steps=2, rel_stepsize=0.25,
+                   targeted=False, n_classes=N_CLASSES, seed=0, batch_size=50)
+    assert wrapper.training
+    assert not any(m.training for m in encoder.modules())

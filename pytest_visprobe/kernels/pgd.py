@@ -378,13 +378,18 @@ def _predict(
 
 
 class _attack_mode:
-    """eval() and frozen parameters for the attack; the model's own state is restored after."""
+    """eval() and frozen parameters for the attack; the model's own state is restored after.
+
+    Each module's own training flag is restored, not the root's: a wrapper built for the attack
+    (e.g. encoder + linear head) is in training mode by default, and ``train(True)`` on it
+    would put a BatchNorm encoder in training mode for every later forward pass.
+    """
 
     def __init__(self, model: "torch.nn.Module") -> None:
         self.model = model
 
     def __enter__(self) -> None:
-        self.training = self.model.training
+        self.modes = [(m, m.training) for m in self.model.modules()]
         self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
         self.model.eval()
         for p, _ in self.flags:
@@ -393,7 +398,8 @@ class _attack_mode:
     def __exit__(self, *exc: object) -> None:
         for p, flag in self.flags:
             p.requires_grad_(flag)
-        self.model.train(self.training)
+        for module, training in self.modes:
+            module.training = training
 
 
 def _check_epsilons(epsilons: Sequence[float]) -> list[float]:
