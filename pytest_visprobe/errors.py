@@ -23,6 +23,10 @@ class CacheCorruptWarning(UserWarning):
     """A cached feature file could not be read; it is recomputed."""
 
 
+class BaselineUncheckedWarning(UserWarning):
+    """A baseline record was compared although its settings could not be checked (old schema)."""
+
+
 class PreflightError(VisprobeError):
     """The encoder failed a preflight check (preflight.py); the message names the cause and the fix."""
 

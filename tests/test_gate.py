@@ -188,6 +188,59 @@ def test_baseline_without_interval_is_assumed_as_noisy_as_this_run() -> None:
     assert evaluate(Metric("attribute_probe", "mAP", 0.60), baseline=old, **{**common, "interval": None}).failures
 
 
+def _units_record(values: np.ndarray, sources: np.ndarray) -> tuple[Metric, "Units"]:
+    from pytest_visprobe.report.scorecard import Units
+    from pytest_visprobe.report.units import clustered, encode_array
+
+    stats = clustered(values, sources, "source image")
+    stored = Units(statistic=stats.statistic, unit=stats.unit, split="test", n=stats.n, key="views-key",
+                   arrays={k: encode_array(v) for k, v in stats.arrays.items()})
+    return Metric("transformation_linear", "grouped_top1", float(values.mean()), units=stats), stored
+
+
+def test_clustered_views_are_compared_by_a_paired_bootstrap_over_sources() -> None:
+    """Views of one source share its outcome: a drop McNemar would call significant on 3 × 40
+    views is noise over 40 sources (the paired bootstrap's interval of the drop includes 0), and
+    a larger drop is caught."""
+    rng = np.random.default_rng(0)
+    sources = np.repeat(np.arange(40), 3)
+    base = np.repeat(rng.random(40) < 0.7, 3).astype(float)
+    noisy = base.copy()
+    flip = rng.choice(40, 6, replace=False)  # 6 sources change, 4 newly wrong and 2 newly right
+    for k, s in enumerate(flip):
+        noisy[sources == s] = 0.0 if k < 4 else 1.0
+    metric, now_units = _units_record(noisy, sources)
+    base_metric, base_units = _units_record(base, sources)
+    baseline = Record(encoder="e", probe="transformation_linear", dataset="photos", metric="grouped_top1",
+                      value=base_metric.value, higher_is_better=True, passed=True, nodeid="t", units=base_units)
+    common = dict(encoder="e", dataset="photos", threshold=None, baseline=baseline, baseline_source="b",
+                  tolerance=0.0, seed=0, resamples=500)
+    verdict = evaluate(metric, units=now_units, **common)
+    assert verdict.comparison.method == "paired_bootstrap" and verdict.comparison.unit == "source image"
+    assert verdict.passed and verdict.comparison.drop_low <= 0 <= verdict.comparison.drop_high
+    worse = base.copy()
+    worse[np.isin(sources, np.flatnonzero(base[::3])[:12])] = 0.0  # 12 sources newly wrong
+    metric, now_units = _units_record(worse, sources)
+    verdict = evaluate(metric, units=now_units, **common)
+    assert not verdict.passed and verdict.comparison.p_value < 0.05
+    assert "paired bootstrap over source images" in verdict.failures[0]
+
+
+def test_threshold_on_the_bound_fails_a_metric_only_luckily_above_its_floor() -> None:
+    from pytest_visprobe.report.thresholds import Threshold
+
+    metric = Metric("label_probe", "top1", 0.62)
+    threshold = Threshold(value=0.6, source="visprobe_thresholds.toml")
+    interval = Interval(low=0.55, high=0.69, method="bootstrap")
+    common = dict(encoder="e", dataset="d", threshold=threshold, baseline=None, baseline_source=None,
+                  tolerance=0.02, interval=interval)
+    assert evaluate(metric, **common).passed
+    verdict = evaluate(metric, threshold_on="bound", **common)
+    assert not verdict.passed and "the 95 % interval's lower bound is 0.5500 (value 0.6200" in verdict.failures[0]
+    assert evaluate(metric, threshold_on="bound", **{**common, "interval": Interval(low=0.61, high=0.63,
+                                                                                    method="bootstrap")}).passed
+
+
 # ----------------------------------------------------------------------------- scorecard schema
 
 
@@ -205,7 +258,7 @@ def test_version_1_scorecard_still_loads_as_a_baseline(tmp_path: Path) -> None:
     path.write_text(json.dumps(old))
     card = load_scorecard(path)
     # migrated to the current schema on load: no intervals to compare with, nothing invented
-    assert card.schema_version == 3 and card.records[0].interval is None and card.records[0].samples is None
+    assert card.schema_version == 4 and card.records[0].interval is None and card.records[0].samples is None
 
 
 def test_new_fields_round_trip_and_malformed_ones_are_one_clear_error(tmp_path: Path) -> None:
@@ -215,7 +268,7 @@ def test_new_fields_round_trip_and_malformed_ones_are_one_clear_error(tmp_path: 
     card = Scorecard(provenance=_provenance(), records=[record])
     json_path, _ = write_scorecard(card, tmp_path)
     loaded = load_scorecard(json_path)
-    assert loaded.schema_version == 3 and loaded.records == [record]
+    assert loaded.schema_version == 4 and loaded.records == [record]
     data = json.loads(json_path.read_text())
     data["records"][0]["interval"] = {"low": 0.4}
     json_path.write_text(json.dumps(data))
@@ -232,6 +285,25 @@ def test_cells_show_interval_and_arrows_by_direction() -> None:
     assert format_cell(better) == "0.700 [0.600, 0.800] ▲ 0.050 ✓"
     lower = _record(0.30, higher=False).model_copy(update={"baseline": 0.35, "passed": False})
     assert format_cell(lower) == "0.300 ▲ 0.050 ✗"  # lower is better: a fall is an improvement
+
+
+def test_markdown_lists_each_failing_verdict_and_how_each_interval_was_made() -> None:
+    from pytest_visprobe.report.markdown import to_markdown, verdict_rows
+    from pytest_visprobe.report.scorecard import Comparison, Scorecard
+
+    failing = _record(0.65, interval=Interval(low=0.6, high=0.7, method="bootstrap over source images")).model_copy(
+        update={"baseline": 0.80, "passed": False, "comparison": Comparison(
+            method="paired_bootstrap", drop=0.15, drop_low=0.08, drop_high=0.22, p_value=0.002, unit="source image")})
+    no_interval = Record(encoder="enc", probe="detection_probe", dataset="shapes", metric="mAP", value=0.1,
+                         higher_is_better=True, passed=True, nodeid="t", uncertainty="no interval yet: because")
+    card = Scorecard(provenance=_provenance(), records=[failing, no_interval])
+    headers, rows = verdict_rows(card)
+    assert rows == [["enc", "label_probe.top1", "digits", "0.6500", "0.8000", "+0.1500 [+0.0800, +0.2200]",
+                     "paired bootstrap", "0.002", "source image"]]
+    md = to_markdown(card)
+    assert "## Gate verdicts" in md
+    assert "- label_probe.top1: bootstrap over source images" in md
+    assert "- detection_probe.mAP: none — no interval yet: because" in md
 
 
 def test_floors_come_from_the_random_init_control_records() -> None:

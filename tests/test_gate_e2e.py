@@ -106,7 +106,8 @@ def test_bless_then_paired_baseline_catches_a_real_regression_and_not_a_rerun(su
     suite.run(f"{ENCODER_OPTION}=enc.py", f"{BASELINE_OPTION}=accepted/scorecard.json", *label).assert_outcomes(passed=1)
     again = {r["metric"]: r for r in suite.scorecard()["records"]}
     assert again["top1"]["comparison"] == {"method": "mcnemar", "drop": 0.0, "noise": None, "p_value": 1.0,
-                                           "worse": 0, "better": 0, "note": None}
+                                           "worse": 0, "better": 0, "note": None, "drop_low": None,
+                                           "drop_high": None, "unit": "test sample"}
 
     # a worse checkpoint under the same name: a paired, significant drop fails and says so
     suite.encoder("enc.py", WORSE)
@@ -182,4 +183,40 @@ def test_xdist_equals_serial_with_controls_intervals_and_floors(suite):
     assert "visprobe.label_probe.top1" in names
     md = (suite.pytester.path / "serial" / "scorecard.md").read_text()
     assert "## Controls" in md and "random-init floor" in md
-    assert json.loads((suite.pytester.path / "serial" / "scorecard.json").read_text())["schema_version"] == 3
+    assert json.loads((suite.pytester.path / "serial" / "scorecard.json").read_text())["schema_version"] == 4
+
+
+def test_a_baseline_made_with_other_probe_settings_is_not_compared_and_each_difference_is_named(suite):
+    label = ["suites/test_semantics.py::test_label_probe", f"{DATASET_OPTION}=digits"]
+    suite.encoder("enc.py", (suite.pytester.path / "pooled.py").read_text())
+    (suite.pytester.path / "short.toml").write_text('extends = "quick"\n[probes.label_probe]\nmax_iter = 50\n'
+                                                    'recipe = "lbfgs"\n')
+    suite.run(f"{ENCODER_OPTION}=enc.py", f"{BASELINE_OPTION}=accepted.json", BLESS_OPTION, *label).assert_outcomes(passed=1)
+    accepted = load_scorecard(suite.pytester.path / "accepted.json")
+    assert accepted.probes["label_probe"].settings["max_iter"] == 200
+    assert all(r.settings_hash == accepted.probes["label_probe"].settings_hash for r in accepted.records)
+
+    result = suite.run(f"{ENCODER_OPTION}=enc.py", f"{BASELINE_OPTION}=accepted.json",
+                       "--visprobe-profile=short.toml", *label)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*enc · label_probe on digits: the baseline accepted.json is not comparable with "
+                                 "this run: label_probe.max_iter: 200 → 50. Run with the baseline's settings (its "
+                                 "profile was 'quick'), or accept this run as the new baseline with --visprobe-bless."])
+    assert all(r["baseline"] is None and r["comparison"] is None for r in suite.scorecard()["records"])
+
+
+def test_a_baseline_from_before_settings_were_recorded_is_compared_with_a_warning(suite):
+    label = ["suites/test_semantics.py::test_label_probe", f"{DATASET_OPTION}=digits"]
+    suite.encoder("enc.py", (suite.pytester.path / "pooled.py").read_text())
+    suite.run(f"{ENCODER_OPTION}=enc.py", f"{BASELINE_OPTION}=accepted.json", BLESS_OPTION, *label).assert_outcomes(passed=1)
+    old = json.loads((suite.pytester.path / "accepted.json").read_text())
+    old["schema_version"] = 3
+    old.pop("probes")
+    for record in old["records"]:
+        for field in ("settings_hash", "probe_version", "data_key", "units", "uncertainty"):
+            record.pop(field, None)
+    (suite.pytester.path / "accepted.json").write_text(json.dumps(old))
+    result = suite.run(f"{ENCODER_OPTION}=enc.py", f"{BASELINE_OPTION}=accepted.json", *label)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*BaselineUncheckedWarning*settings could not be checked*--visprobe-bless*"])
+    assert all(r["comparison"] is not None for r in suite.scorecard()["records"])

@@ -62,6 +62,7 @@ class ClusteringResult:
     #: the two accuracies.
     greedy_correct: np.ndarray = field(default=None, repr=False, compare=False)
     hungarian_correct: np.ndarray = field(default=None, repr=False, compare=False)
+    clusters: np.ndarray = field(default=None, repr=False, compare=False)  # cluster id per sample
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -439,4 +440,5 @@ def clustering_scores(
         ari=float(adjusted_rand_score(y, pred)),
         greedy_correct=greedy,
         hungarian_correct=hungarian,
+        clusters=np.asarray(pred),
     )

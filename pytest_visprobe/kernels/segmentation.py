@@ -63,6 +63,21 @@ def per_class_iou(pred: torch.Tensor, target: torch.Tensor, n_labels: int) -> np
     return iou.numpy().astype(np.float64)
 
 
+def per_image_counts(pred: torch.Tensor, target: torch.Tensor, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per image and label, pixel intersection and union ``[N, n_labels]`` (int64): summed over
+    images they give the dataset-level IoU, so images can be resampled for an interval."""
+    n = pred.shape[0]
+    offset = (torch.arange(n)[:, None] * n_labels)
+    pred_flat, target_flat = pred.reshape(n, -1).long(), target.reshape(n, -1).long()
+    size = n * n_labels
+    both = torch.bincount((offset + target_flat)[pred_flat == target_flat], minlength=size)
+    predicted = torch.bincount((offset + pred_flat).ravel(), minlength=size)
+    truth = torch.bincount((offset + target_flat).ravel(), minlength=size)
+    inter = both.reshape(n, n_labels).numpy().astype(np.int64)
+    union = (predicted + truth - both).reshape(n, n_labels).numpy().astype(np.int64)
+    return inter, union
+
+
 def segmentation_probe(
     train_maps: torch.Tensor, train_masks: np.ndarray, test_maps: torch.Tensor, test_masks: np.ndarray,
     *, class_names: Sequence[str], config, seed: int, head: ConvHead | None = None,
@@ -90,4 +105,8 @@ def segmentation_probe(
         "chance": background_share / labels_in_truth,
         "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
     }
-    return Metric("segmentation_probe", "mIoU", float(iou[present].mean()), details=details)
+    from pytest_visprobe.report.units import UnitStats
+
+    inter, union = per_image_counts(pred, target, len(names))
+    units = UnitStats("miou", "test image", {"intersection": inter, "union": union})
+    return Metric("segmentation_probe", "mIoU", float(iou[present].mean()), details=details, units=units)

@@ -40,6 +40,9 @@ def centre_head(ctx: "ProbeContext", config: LocalizationConfig):
         image_size=image_size(train), config=config, seed=ctx.seed), config)
 
 
+NO_INTERVAL = ("no interval yet: COCO mAP accumulates matches over all images, and resampling images would need the per-image matches re-accumulated (not implemented); gated by the tolerance alone")
+
+
 def run(ctx: "ProbeContext") -> list[Metric]:
     from dataclasses import replace
 
@@ -50,7 +53,7 @@ def run(ctx: "ProbeContext") -> list[Metric]:
     metrics = detection_probe(train_maps, train.boxes, train.box_labels, test_maps, test.boxes, test.box_labels,
                               n_classes=len(ctx.dataset.class_names), image_size=image_size(test),
                               config=ctx.settings, seed=ctx.seed, head=centre_head(ctx, ctx.settings))
-    return [replace(m, details=DetectionDetails(**m.details)) for m in metrics]
+    return [replace(m, details=DetectionDetails(**m.details), uncertainty=NO_INTERVAL) for m in metrics]
 
 
 DETECTION = ProbeSpec(

@@ -47,6 +47,7 @@ def run(ctx: "ProbeContext", n_shot: int) -> list[Metric]:
     import numpy as np
 
     from pytest_visprobe.kernels.fewshot import fewshot_accuracy
+    from pytest_visprobe.report.units import UnitStats
 
     config: FewShotConfig = ctx.settings
     train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
@@ -58,8 +59,12 @@ def run(ctx: "ProbeContext", n_shot: int) -> list[Metric]:
                               n_shot=n_shot, trials=config.trials, seed=ctx.seed, ddof=config.ddof)
     details = FewShotDetails(n_shot=n_shot, trials=config.trials, per_trial=[round(a, 6) for a in result.per_trial],
                              n_test=int(len(test.labels)))
+    # per test image, its accuracy over the trials: images are the resampled (and paired) unit;
+    # the support sets' variance is the spread, not part of the interval
+    units = UnitStats("mean", "test image", {"value": np.asarray(result.per_sample, dtype=np.float64)},
+                      note="support sets fixed")
     return [Metric("fewshot", metric_name(n_shot), result.mean, spread=result.std, details=details,
-                   per_sample=result.per_sample, chance=1.0 / len(ctx.dataset.class_names))]
+                   units=units, chance=1.0 / len(ctx.dataset.class_names))]
 
 
 FEWSHOT = ProbeSpec(

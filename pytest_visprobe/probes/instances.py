@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from pytest_visprobe.probes.detection import centre_head
+from pytest_visprobe.probes.detection import NO_INTERVAL, centre_head
 from pytest_visprobe.probes.heads import LocalizationConfig
 from pytest_visprobe.probes.segmentation import maps_of, segmentation_head
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
@@ -36,7 +36,7 @@ def run(ctx: "ProbeContext") -> list[Metric]:
         train_maps, ctx.dataset.split("train"), test_maps, ctx.dataset.split("test"),
         n_classes=len(ctx.dataset.class_names), config=ctx.settings, seed=ctx.seed,
         detector=centre_head(ctx, ctx.settings), segmenter=segmentation_head(ctx, ctx.settings))
-    return [replace(metric, details=InstanceDetails(**metric.details))]
+    return [replace(metric, details=InstanceDetails(**metric.details), uncertainty=NO_INTERVAL)]
 
 
 INSTANCES = ProbeSpec(

@@ -42,14 +42,19 @@ def region_inputs(ctx: "ProbeContext"):
 
 def region_label_top1(train_x, train_labels, test_x, test_labels, *, n_classes: int, config: LinearProbeConfig,
                       seed: int) -> Metric:
-    """Top-1 of a linear probe on region features; one sample per ground-truth object."""
+    """Top-1 of a linear probe on region features; one sample per ground-truth object, and the
+    interval resamples images (the objects of one image are not independent)."""
     import numpy as np
+
+    from pytest_visprobe.report.units import clustered
 
     test_y = np.concatenate(test_labels)
     metric, head = label_top1(train_x, np.concatenate(train_labels), test_x, test_y, n_classes=n_classes,
                               config=config, seed=seed)
     correct = (head.logits(test_x).argmax(dim=1).numpy() == test_y).astype(np.float64)  # per box
-    return replace(metric, probe="region_label_probe", per_sample=correct)
+    image_of_box = np.repeat(np.arange(len(test_labels)), [len(labels) for labels in test_labels])
+    return replace(metric, probe="region_label_probe", per_sample=None,
+                   units=clustered(correct, image_of_box, "test image"))
 
 
 def region_attribute_map(train_x, train_attributes, test_x, test_attributes, *, attribute_names,

@@ -48,11 +48,9 @@ class SimilarityDetails(BaseModel):
     prompt: str | None = None
 
 
-def encoder_rdms(ctx: "ProbeContext") -> dict[str, "np.ndarray"]:
-    """Welch-t RDM of every encoder on the configured split, keyed by encoder name."""
+def encoder_features(ctx: "ProbeContext") -> tuple[dict[str, "np.ndarray"], "np.ndarray"]:
+    """Features of every encoder on the configured split (keyed by encoder name), and the labels."""
     import numpy as np
-
-    from pytest_visprobe.kernels.rsa import welch_rdm
 
     split, dataset = ctx.settings.split, ctx.dataset
     labels = dataset.split(split).labels
@@ -61,22 +59,57 @@ def encoder_rdms(ctx: "ProbeContext") -> dict[str, "np.ndarray"]:
         missing = [dataset.class_names[i] for i in np.flatnonzero(counts == 0)]
         ctx.skip(f"RSA needs every class in the {split} split, but {dataset.name} has no "
                  f"{', '.join(map(repr, missing[:5]))} image there; raise --visprobe-limit or pick another dataset.")
-    return {encoder.name: welch_rdm(ctx.features(split, encoder=encoder).numpy(), labels,
-                                    n_classes=len(dataset.class_names))
-            for encoder in ctx.encoders}
+    return {encoder.name: ctx.features(split, encoder=encoder).numpy() for encoder in ctx.encoders}, labels
+
+
+def rdms_of(features: dict[str, "np.ndarray"], labels: "np.ndarray", n_classes: int,
+            rows: "np.ndarray | None" = None) -> dict[str, "np.ndarray"]:
+    """Welch-t RDM of every encoder, on ``rows`` of the split (all rows by default)."""
+    from pytest_visprobe.kernels.rsa import welch_rdm
+
+    if rows is None:
+        return {name: welch_rdm(x, labels, n_classes=n_classes) for name, x in features.items()}
+    return {name: welch_rdm(x[rows], labels[rows], n_classes=n_classes) for name, x in features.items()}
+
+
+def within_class_intervals(features, labels, n_classes: int, extra: dict[str, "np.ndarray"], pick, *,
+                           rng, resamples: int, level: float = 0.95) -> "np.ndarray":
+    """Percentile intervals ``[n, 2]`` of the correlations ``pick(corr)`` (one per encoder) when the
+    images are resampled within each class and every image RDM is recomputed; ``extra`` RDMs
+    (the text side) stay fixed. Images, not the C(K, 2) RDM entries, are the independent units."""
+    import numpy as np
+
+    from pytest_visprobe.kernels.rsa import correlation_matrix
+
+    members = [np.flatnonzero(labels == c) for c in range(n_classes)]
+    draws = []
+    for _ in range(resamples):
+        rows = np.concatenate([rng.choice(m, m.size) for m in members])
+        rdms = rdms_of(features, labels, n_classes, rows) | extra
+        draws.append(pick(correlation_matrix(rdms)[1]))
+    tail = 100 * (1 - level) / 2
+    return np.percentile(np.asarray(draws), [tail, 100 - tail], axis=0).T
 
 
 def run(ctx: "ProbeContext", against: Literal["reference", "language"]) -> list[Metric]:
     from pytest_visprobe.kernels.rsa import correlation_matrix, euclidean_rdm
 
+    from pytest_visprobe.report.statistics import seed_for
+
     config: SimilarityConfig = ctx.settings
     encoders = ctx.encoders
+    n_classes = len(ctx.dataset.class_names)
+    rng = seed_for(ctx.seed, "similarity", ctx.dataset.name, against)
     if against == "reference":
         if len(encoders) < 2:
             ctx.skip("encoder-to-encoder RSA needs at least two --encoder options (the first is the reference)")
-        names, corr = correlation_matrix(encoder_rdms(ctx))
+        features, labels = encoder_features(ctx)
+        names, corr = correlation_matrix(rdms_of(features, labels, n_classes))
+        intervals = within_class_intervals(features, labels, n_classes, {}, lambda c: c[1:, 0], rng=rng,
+                                           resamples=ctx.resamples)
         details = SimilarityDetails(reference=names[0], names=names, matrix=corr.round(6).tolist(), split=config.split)
-        return [Metric("similarity", "rsa_reference", float(corr[i, 0]), details=details, encoder=encoder)
+        return [Metric("similarity", "rsa_reference", float(corr[i, 0]), details=details, encoder=encoder,
+                       interval=tuple(intervals[i - 1]))
                 for i, encoder in enumerate(encoders) if i > 0]
     from pytest_visprobe.encoders.text import TextModelUnavailable, embed_labels
 
@@ -84,12 +117,15 @@ def run(ctx: "ProbeContext", against: Literal["reference", "language"]) -> list[
         text = embed_labels(ctx.dataset.class_names, ctx.text_model, config.prompt)
     except TextModelUnavailable as exc:
         ctx.skip(f"text model {ctx.text_model!r} unavailable: {exc}")
-    rdms = encoder_rdms(ctx)
-    rdms[f"text:{ctx.text_model}"] = euclidean_rdm(text)
-    names, corr = correlation_matrix(rdms)
+    features, labels = encoder_features(ctx)
+    text_rdm = {f"text:{ctx.text_model}": euclidean_rdm(text)}
+    names, corr = correlation_matrix(rdms_of(features, labels, n_classes) | text_rdm)
+    intervals = within_class_intervals(features, labels, n_classes, text_rdm, lambda c: c[:-1, -1], rng=rng,
+                                       resamples=ctx.resamples)
     details = SimilarityDetails(text_model=ctx.text_model, prompt=config.prompt, names=names,
                                 matrix=corr.round(6).tolist(), split=config.split)
-    return [Metric("similarity", "rsa_language", float(corr[i, -1]), details=details, encoder=encoder)
+    return [Metric("similarity", "rsa_language", float(corr[i, -1]), details=details, encoder=encoder,
+                   interval=tuple(intervals[i]))
             for i, encoder in enumerate(encoders)]
 
 

@@ -49,9 +49,14 @@ class Metric:
     """One measured number, the one result type every probe's ``run`` returns (a list of them).
 
     ``per_sample`` holds the per-test-sample scores whose mean is ``value`` where the metric is
-    such a mean (bootstrap intervals, paired baseline checks); ``interval`` a 95 % interval the
-    probe computed itself otherwise. ``details`` is an instance of the spec's details model.
-    ``encoder`` names whose number this is when a probe measures several encoders at once.
+    such a mean over independent samples (bootstrap intervals, McNemar against a baseline);
+    ``units`` (report.units.UnitStats) the per-unit rows the value is recomputed from where it is
+    not such a mean, or where samples are clustered (views of one image); ``interval`` a 95 %
+    interval the probe computed itself otherwise, and ``uncertainty`` says why there is none
+    when no interval is honest. ``data_key`` fingerprints derived data the metric saw (e.g. the
+    transformed views), so a baseline on other derived data is not compared. ``details`` is an
+    instance of the spec's details model. ``encoder`` names whose number this is when a probe
+    measures several encoders at once.
     """
 
     probe: str
@@ -63,6 +68,9 @@ class Metric:
     interval: tuple[float, float] | None = None
     chance: float | None = None
     encoder: Any = None
+    units: Any = None
+    data_key: str | None = None
+    uncertainty: str | None = None
 
     @property
     def spec(self) -> MetricSpec:

@@ -56,22 +56,30 @@ class TransformationDetails(BaseModel):
 
 
 def run_with(ctx: "ProbeContext", probe: str, fit) -> list[Metric]:
+    import numpy as np
+
     from pytest_visprobe.datasets.transformed import transformed_views
     from pytest_visprobe.kernels.transformations import TransformationTask, transformation_probes
+    from pytest_visprobe.report.units import clustered
 
     s: ViewSettings = ctx.settings
     views = transformed_views(ctx.dataset, seed=ctx.seed, per_image=s.per_image,
                               per_transformation={"train": s.train_per_transformation,
                                                   "test": s.test_per_transformation})
     train, test = views.split("train"), views.split("test")
+    task = TransformationTask.of(views, seed=ctx.seed)
     metrics = transformation_probes(probe, fit, ctx.features("train", dataset=views), train.labels,
-                                    ctx.features("test", dataset=views), test.labels,
-                                    TransformationTask.of(views, seed=ctx.seed))
+                                    ctx.features("test", dataset=views), test.labels, task)
     typed = []
+    held = np.array([name in task.held_out for name in task.names])
     for m in metrics:
         details = dict(m.details)
         chance = details.pop("chance")
-        typed.append(replace(m, details=TransformationDetails(**details), chance=chance))
+        scored = held[test.labels] if m.metric == "generalization_top1" else np.ones(len(test.labels), bool)
+        # views of one source image are not independent: resample source images
+        units = clustered(m.per_sample, test.sources[scored], "source image")
+        typed.append(replace(m, details=TransformationDetails(**details), chance=chance, per_sample=None,
+                             units=units, data_key=views.fingerprint))
     return typed
 
 

@@ -6,15 +6,28 @@ the expectation comes from (so the reader knows which file or option to change).
 The baseline rule: a metric fails only when it is worse than the baseline by more than the
 tolerance **and** by more than the noise explains.
 
-1. Paired (``mcnemar``): when both runs kept per-sample 0/1 outcomes for the same samples (same
-   sample key and count, and each bitset's mean equals its recorded value), the drop must also be
-   significant by McNemar's exact test (two-sided p < 0.05): the samples that flipped from right
-   to wrong are too many, against those that flipped the other way, to be chance.
-2. Unpaired (``intervals``): otherwise, when 95 % intervals are known, the drop must exceed
+Only comparable records are compared at all (report/comparability.py: same data, probe
+version, settings and derived data); the recorder fails the test, naming the differences,
+before this module is asked.
+
+1. Paired bootstrap (``paired_bootstrap``): when both runs kept per-unit statistics of the same
+   units (same key, count and statistic; report/units.py), the same bootstrap resamples of the
+   units are applied to both, and the drop must be significant: its 95 % percentile interval
+   excludes zero (two-sided p < 0.05). This is the test for clustered units (views of one source
+   image, regions of one image) and for statistics that are not means (mIoU, NMI, ARI).
+2. Paired (``mcnemar``): when both runs kept per-sample 0/1 outcomes for the same independent
+   samples (same sample key and count, and each bitset's mean equals its recorded value), the
+   drop must be significant by McNemar's exact test (two-sided p < 0.05).
+3. Unpaired (``intervals``): otherwise, when 95 % intervals are known, the drop must exceed
    ``sqrt(h_base² + h_now²)`` — the half-width of the 95 % interval of a difference of two
    independent estimates, from each run's half-width. A baseline without an interval (written
    before intervals existed) is assumed to be as noisy as this run: ``sqrt(2) · h_now``.
-3. Otherwise (``tolerance``): the tolerance alone decides, as before intervals existed.
+4. Otherwise (``tolerance``): the tolerance alone decides, as before intervals existed.
+   Why no paired test was possible is recorded in the comparison's ``note``.
+
+Thresholds are asserted on the point value, or with ``--visprobe-threshold-on=bound`` on the
+95 % interval's lower bound (upper for lower-is-better metrics): a metric only luckily above
+its floor then fails.
 """
 
 from __future__ import annotations
@@ -25,9 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pytest_visprobe.probes.spec import Metric
-from pytest_visprobe.report.scorecard import Comparison, Interval, Record, Samples
+from pytest_visprobe.report.scorecard import Comparison, Interval, Record, Samples, Units
 from pytest_visprobe.report.thresholds import Threshold
-from pytest_visprobe.report.statistics import ALPHA, Bits, mcnemar_exact
+from pytest_visprobe.report.statistics import ALPHA, RESAMPLES, Bits, mcnemar_exact, seed_for
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,11 @@ def evaluate(
     tolerance: float,
     interval: Interval | None = None,
     samples: Samples | None = None,
+    units: Units | None = None,
+    threshold_on: str = "value",
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    level: float = 0.95,
 ) -> Verdict:
     """Threshold and baseline verdicts for one metric; ``baseline`` is the accepted record (or its value)."""
     spec = metric.spec
@@ -56,10 +74,17 @@ def evaluate(
     name = f"{encoder} · {metric.probe}.{metric.metric} on {dataset}"
     failures: list[str] = []
     if threshold is not None:
-        ok = metric.value >= threshold.value if higher else metric.value <= threshold.value
+        tested, what = metric.value, f"obtained {metric.value:.4f}"
+        if threshold_on == "bound" and interval is not None:
+            tested = interval.low if higher else interval.high
+            what = (f"the 95 % interval's {'lower' if higher else 'upper'} bound is {tested:.4f} "
+                    f"(value {metric.value:.4f}; --visprobe-threshold-on=bound)")
+        elif threshold_on == "bound":
+            what += " (no interval for this metric, so the point value is asserted)"
+        ok = tested >= threshold.value if higher else tested <= threshold.value
         if not ok:
             failures.append(
-                f"{name}: obtained {metric.value:.4f}, expected {'>=' if higher else '<='} "
+                f"{name}: {what}, expected {'>=' if higher else '<='} "
                 f"{threshold.value:.4f} ({direction}). The threshold is set in {threshold.source}; "
                 f"change it there or pass --visprobe-thresholds FILE."
             )
@@ -67,7 +92,9 @@ def evaluate(
     if baseline is not None:
         record = baseline if isinstance(baseline, Record) else None
         base_value = record.value if record is not None else float(baseline)  # type: ignore[arg-type]
-        comparison = compare(metric.value, higher, record, base_value, interval, samples)
+        rng_key = (encoder, metric.probe, dataset, metric.metric, "paired")
+        comparison = compare(metric.value, higher, record, base_value, interval, samples, units,
+                             rng=seed_for(seed, *rng_key), resamples=resamples, level=level)
         bound = base_value - tolerance if higher else base_value + tolerance
         beyond_tolerance = metric.value < bound if higher else metric.value > bound
         if beyond_tolerance and not explained_by_noise(comparison):
@@ -82,11 +109,26 @@ def evaluate(
 
 
 def compare(value: float, higher: bool, record: Record | None, base_value: float,
-            interval: Interval | None, samples: Samples | None) -> Comparison:
+            interval: Interval | None, samples: Samples | None, units: Units | None = None, *,
+            rng: np.random.Generator | None = None, resamples: int = RESAMPLES,
+            level: float = 0.95) -> Comparison:
     """Measure the drop and what the noise explains, by the most informative rule available."""
     drop = (base_value - value) if higher else (value - base_value)
     note = None
-    if samples is not None and record is not None and record.samples is not None:
+    if units is not None and record is not None:
+        if record.units is None:
+            note = "the baseline kept no per-unit statistics"
+        else:
+            paired, note = _paired_units(record, units, value)
+            if paired is not None:
+                from pytest_visprobe.report.units import paired_bootstrap
+
+                result = paired_bootstrap(paired[0], paired[1], higher_is_better=higher,
+                                          rng=rng if rng is not None else np.random.default_rng(0),
+                                          resamples=resamples, level=level)
+                return Comparison(method="paired_bootstrap", drop=drop, drop_low=result.low,
+                                  drop_high=result.high, p_value=result.p_value, unit=units.unit)
+    elif samples is not None and record is not None and record.samples is not None:
         paired, note = _paired(record, samples, value)
         if paired is not None:
             baseline_bits, current_bits = paired
@@ -95,10 +137,12 @@ def compare(value: float, higher: bool, record: Record | None, base_value: float
                 baseline_bits, current_bits = ~baseline_bits, ~current_bits
             test = mcnemar_exact(baseline_bits, current_bits)
             return Comparison(method="mcnemar", drop=drop, p_value=test.p_value, worse=test.worse,
-                              better=test.better)
+                              better=test.better, unit=f"{samples.split} sample")
     elif samples is not None and record is not None:
         note = "the baseline kept no per-sample outcomes"
     if interval is not None:
+        if note is None and record is not None:
+            note = "no per-sample or per-unit statistics to pair"
         base_half = record.interval.half_width if record is not None and record.interval is not None else None
         now_half = interval.half_width
         noise = math.hypot(base_half, now_half) if base_half is not None else math.sqrt(2) * now_half
@@ -121,7 +165,32 @@ def _paired(record: Record, samples: Samples, value: float) -> tuple[tuple[np.nd
     return (baseline_bits, current_bits), None
 
 
+def _paired_units(record: Record, units: Units, value: float):
+    """The baseline's and this run's unit statistics, if they describe the same units."""
+    from pytest_visprobe.report.units import UnitStats, decode_array
+
+    base = record.units
+    assert base is not None
+    if (base.key, base.n, base.split) != (units.key, units.n, units.split):
+        return None, "the baseline saw other units (dataset, split or count differ)"
+    if base.statistic != units.statistic:
+        return None, f"the baseline's statistic is {base.statistic}, this run's {units.statistic}"
+    try:
+        baseline = UnitStats(base.statistic, base.unit, {k: decode_array(a) for k, a in base.arrays.items()})
+        current = UnitStats(units.statistic, units.unit, {k: decode_array(a) for k, a in units.arrays.items()})
+        consistent = (abs(baseline.value() - record.value) <= 1e-6 * max(1.0, abs(record.value))
+                      and abs(current.value() - value) <= 1e-6 * max(1.0, abs(value)))
+    except (ValueError, TypeError, KeyError) as exc:
+        return None, f"the baseline's per-unit statistics are unreadable ({exc})"
+    if not consistent:
+        return None, "per-unit statistics do not reproduce their value (edited by hand?)"
+    return (baseline, current), None
+
+
 def explained_by_noise(comparison: Comparison) -> bool:
+    if comparison.method == "paired_bootstrap":
+        assert comparison.p_value is not None
+        return comparison.p_value >= ALPHA
     if comparison.method == "mcnemar":
         assert comparison.p_value is not None
         return comparison.p_value >= ALPHA
@@ -133,6 +202,9 @@ def explained_by_noise(comparison: Comparison) -> bool:
 
 def noise_phrase(comparison: Comparison) -> str:
     """How the drop compares with the noise, for a failure message."""
+    if comparison.method == "paired_bootstrap":
+        return (f", and beyond the noise: paired bootstrap over {comparison.unit}s, drop 95 % interval "
+                f"[{comparison.drop_low:.4f}, {comparison.drop_high:.4f}], p = {comparison.p_value:.2g} < {ALPHA}")
     if comparison.method == "mcnemar":
         return (f", and beyond the noise: McNemar exact p = {comparison.p_value:.2g} < {ALPHA} "
                 f"({comparison.worse} samples newly wrong, {comparison.better} newly right)")

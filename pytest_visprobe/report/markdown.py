@@ -75,6 +75,40 @@ def control_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
+def verdict_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
+    """Each failing baseline comparison: obtained, baseline, the drop with its interval, the
+    test used, its p-value and the unit resampled or paired."""
+    body = []
+    for r in measured(card):
+        c = r.comparison
+        if r.passed or c is None or r.baseline is None:
+            continue
+        drop = f"{c.drop:+.4f}"
+        if c.drop_low is not None and c.drop_high is not None:
+            drop += f" [{c.drop_low:+.4f}, {c.drop_high:+.4f}]"
+        elif c.noise is not None:
+            drop += f" (noise ±{c.noise:.4f})"
+        test = {"paired_bootstrap": "paired bootstrap", "mcnemar": "McNemar exact", "intervals": "95 % intervals",
+                "tolerance": "tolerance only"}[c.method]
+        body.append([r.encoder, f"{r.probe}.{r.metric}", r.dataset, f"{r.value:.4f}", f"{r.baseline:.4f}", drop,
+                     test, "—" if c.p_value is None else f"{c.p_value:.3g}", c.unit or c.note or "—"])
+    headers = ["encoder", "metric", "dataset", "obtained", "baseline", "drop [95 % interval]", "test", "p",
+               "unit (or why unpaired)"]
+    return headers, body
+
+
+def uncertainty_notes(card: Scorecard) -> list[str]:
+    """How each interval was made, and which metrics have none and why (once per probe and metric)."""
+    seen: dict[tuple[str, str], str] = {}
+    for r in measured(card):
+        if r.interval is not None:
+            how = r.interval.method if r.interval.method != "probe" else "computed by the probe"
+        else:
+            how = f"none — {r.uncertainty}" if r.uncertainty else "none"
+        seen.setdefault((r.probe, r.metric), how)
+    return [f"- {probe}.{metric}: {how}" for (probe, metric), how in sorted(seen.items())]
+
+
 def to_markdown(card: Scorecard) -> str:
     from tabulate import tabulate
 
@@ -106,12 +140,22 @@ def to_markdown(card: Scorecard) -> str:
         for r in failing:
             notes.append(f"- `{r.encoder}` {r.probe}.{r.metric} on {r.dataset}: {r.value:.4f} "
                          f"(threshold {r.threshold}, baseline {r.baseline}) — `{r.nodeid}`")
+    verdict_headers, verdict_body = verdict_rows(card)
+    if verdict_body:
+        notes += ["", "## Gate verdicts", "",
+                  "Each failing comparison with the baseline: the drop (positive: worse) with its 95 % interval "
+                  "where the test gives one, the test, its two-sided p-value and the unit it resampled or paired.",
+                  "", tabulate(verdict_body, headers=verdict_headers, tablefmt="github", disable_numparse=True)]
     control_headers, control_body = control_rows(card)
     if control_body:
         notes += ["", "## Controls", "",
                   "Each metric between chance, the same architecture re-initialised at random, the same "
                   "probe trained on permuted labels, and the encoder itself.", "",
                   tabulate(control_body, headers=control_headers, tablefmt="github", disable_numparse=True)]
+    intervals = uncertainty_notes(card)
+    if intervals:
+        notes += ["", "## Intervals", "", "How each metric's 95 % interval was made (the unit resampled), or why "
+                  "it has none:", "", *intervals]
     if card.plots:
         notes += ["", "## Plots", ""]
         notes += [f"![{Path(name).stem}]({name})" for name in card.plots]

@@ -6,7 +6,10 @@ produce the same document apart from timings.
 Schema versions: 2 added each record's uncertainty (``interval``, ``samples``), the baseline
 comparison (``comparison``) and controls (``floor``, ``control_of``); 3 made each probe's
 ``details`` its spec's typed model and moved the chance level out of them into ``chance``, and
-added ``settings_hash``. Older documents are migrated on load (``migrate``), so a baseline
+added ``settings_hash``; 4 added what makes two records comparable (``probe_version``,
+``data_key``, the probes' effective ``settings`` per document), per-unit statistics (``units``)
+for paired bootstrap comparisons, and ``uncertainty`` where a metric has no honest interval.
+Older documents are migrated on load (``migrate``), so a baseline
 written by an earlier version still gates; a newer one is refused with the versions named.
 The JSON schema is exported by ``pytest --visprobe-schema``.
 """
@@ -24,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pytest_visprobe.errors import ConfigError
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 class Interval(BaseModel):
@@ -55,15 +58,32 @@ class Samples(BaseModel):
     bits: str  # base64 of numpy.packbits over the outcomes, in split order
 
 
+class Units(BaseModel):
+    """Per-unit statistics of a record (report/units.py): rows a later run pairs with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    statistic: str  # name in report.units.STATISTICS that recomputes the value from rows
+    unit: str  # what one row is: "test image", "source image", "test sample"
+    split: str
+    n: int
+    key: str  # hash of (dataset or derived-data fingerprint, split, n): the same units in the same order
+    note: str | None = None  # what resampling holds fixed, e.g. "partition fixed"
+    arrays: dict[str, dict[str, Any]]  # name -> {dtype, shape, data (base64)}
+
+
 class Comparison(BaseModel):
     """How a record was compared with its baseline (see report/gate.py for the rule)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["mcnemar", "intervals", "tolerance"]
+    method: Literal["paired_bootstrap", "mcnemar", "intervals", "tolerance"]
     drop: float  # how much worse than the baseline, in the metric's units (negative: better)
     noise: float | None = None  # intervals: the drop the noise explains (95 %)
-    p_value: float | None = None  # mcnemar: exact two-sided p
+    drop_low: float | None = None  # paired_bootstrap: 95 % interval of the drop
+    drop_high: float | None = None
+    unit: str | None = None  # paired tests: the unit resampled or paired
+    p_value: float | None = None  # mcnemar: exact two-sided p; paired_bootstrap: two-sided p
     worse: int | None = None  # mcnemar: samples right in the baseline, wrong now
     better: int | None = None  # mcnemar: samples wrong in the baseline, right now
     note: str | None = None  # why a paired comparison was not possible
@@ -95,6 +115,10 @@ class Record(BaseModel):
     control_of: str | None = None  # set on control records: the encoder this is a control for
     chance: float | None = None  # the metric's chance level, by its probe's rule (--visprobe-list)
     settings_hash: str | None = None  # hash of the probe's effective settings (profiles.settings_hash)
+    probe_version: int | None = None  # the probe spec's version: a new definition is not comparable
+    data_key: str | None = None  # fingerprint of derived data the metric saw (e.g. transformed views)
+    units: Units | None = None  # per-unit statistics (paired bootstrap against a baseline)
+    uncertainty: str | None = None  # why there is no interval, where there is none
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -139,6 +163,17 @@ class Provenance(BaseModel):
     features: dict[str, int] = Field(default_factory=dict)  # FeatureStore counters, summed
     baseline: str | None = None
     tolerance: float | None = None
+    threshold_on: str = "value"  # --visprobe-threshold-on: the point value or the interval's bound
+
+
+class ProbeInfo(BaseModel):
+    """A probe's effective settings in a run, so a mismatch with a baseline can be named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    settings: dict[str, Any]
+    settings_hash: str
 
 
 class Outcome(BaseModel):
@@ -153,8 +188,9 @@ class Outcome(BaseModel):
 class Scorecard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[4] = SCHEMA_VERSION
     provenance: Provenance
+    probes: dict[str, ProbeInfo] = Field(default_factory=dict)  # probes that ran: their settings
     encoders: list[EncoderInfo] = Field(default_factory=list)
     datasets: list[DatasetInfo] = Field(default_factory=list)
     records: list[Record] = Field(default_factory=list)
@@ -177,10 +213,13 @@ def with_floors(records: list[Record]) -> list[Record]:
 
 
 def migrate(document: Any) -> Any:
-    """An older scorecard document as the current schema: chance leaves ``details`` (v1, v2)."""
+    """An older scorecard document as the current schema: chance leaves ``details`` (v1, v2);
+    v3 records simply lack the fields v4 added (the gate warns that it could not check them)."""
     if not isinstance(document, dict):
         return document
     version = document.get("schema_version")
+    if version == 3:
+        document["schema_version"] = SCHEMA_VERSION
     if version in (1, 2):
         for record in document.get("records", []) or []:
             if isinstance(record, dict) and isinstance(record.get("details"), dict):

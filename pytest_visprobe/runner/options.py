@@ -34,6 +34,7 @@ SCHEMA_OPTION = "--visprobe-schema"
 TEXT_MODEL_OPTION = "--visprobe-text-model"
 TRANSFORMATIONS_DATASET_OPTION = "--visprobe-transformations-dataset"
 BLESS_OPTION = "--visprobe-bless"
+THRESHOLD_ON_OPTION = "--visprobe-threshold-on"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -66,6 +67,12 @@ def non_negative_int(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
     return number
+
+
+def threshold_on(value: str) -> str:
+    if value not in ("value", "bound"):
+        raise argparse.ArgumentTypeError(f"expected value or bound, got {value!r}")
+    return value
 
 
 def tolerance(value: str) -> float:
@@ -159,11 +166,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(THRESHOLDS_OPTION, f"thresholds TOML file (default: the nearest {THRESHOLDS_FILENAME} "
            f"beside or above each test file).", parse=existing_file, metavar="FILE"),
     Option(BASELINE_OPTION, "accepted scorecard.json to compare with; a metric fails when it is worse "
-           "than the baseline by more than the tolerance and by more than the noise explains (paired "
-           "McNemar test where both runs saw the same samples, else the 95 percent intervals) (default: none).",
+           "than the baseline by more than the tolerance and by more than the noise explains (a paired "
+           "bootstrap or McNemar test where both runs saw the same units, else the 95 percent "
+           "intervals); a baseline measured with other probe settings or data is not compared: the "
+           "test fails naming each difference (default: none).",
            parse=Path, metavar="FILE"),
     Option(TOLERANCE_OPTION, f"allowed drop against the baseline, absolute (default: "
            f"{DEFAULT_TOLERANCE}).", parse=tolerance, default=DEFAULT_TOLERANCE, metavar="X"),
+    Option(THRESHOLD_ON_OPTION, "what a threshold is asserted on: value (the point value, default) "
+           "or bound (the 95 percent interval's lower bound, upper for lower-is-better metrics), so a "
+           "metric only luckily above its floor fails.", parse=threshold_on, default="value",
+           metavar="value|bound"),
     Option(DATA_ROOT_OPTION, "folder holding the real datasets (CIFAR-10, CUB_200_2011, ...) in "
            "their usual layouts (default: $VISPROBE_DATA_ROOT or ~/.cache/pytest-visprobe/data).",
            metavar="DIR"),
@@ -203,6 +216,7 @@ class RunSettings:
     thresholds: Path | None = None
     baseline: Path | None = None
     tolerance: float = DEFAULT_TOLERANCE
+    threshold_on: str = "value"
     data_root: str | None = None
     download: bool = False
     text_model: str = "minilm"

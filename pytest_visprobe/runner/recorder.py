@@ -13,7 +13,7 @@ import pytest
 from pytest_visprobe.errors import ControlUnavailable, PreflightError
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.report.gate import evaluate
-from pytest_visprobe.report.scorecard import DatasetInfo, EncoderInfo, Interval, Record, Samples
+from pytest_visprobe.report.scorecard import DatasetInfo, EncoderInfo, Interval, ProbeInfo, Record, Samples, Units
 from pytest_visprobe.runner.stash import ITEM_KEY, VERDICT_FAILED_KEY
 
 if TYPE_CHECKING:
@@ -118,27 +118,34 @@ class Recorder:
         for metric in metrics:
             spec = metric.spec
             key = (encoder.name, metric.probe, dataset.name, metric.metric)
-            interval, samples = self._uncertainty(metric, key, dataset, split)
+            interval, samples, units = self._uncertainty(metric, key, dataset, split)
             threshold = thresholds.lookup(metric.probe, metric.metric, dataset.name, encoder.name) if thresholds else None
+            probe_info = self._session.probe_info(metric.probe)
+            self._payload.setdefault("probes", {})[metric.probe] = probe_info.model_dump(mode="json")
             baseline = self._session.baseline_record(key) if control_of is None else None
-            other_data = self._session.baseline_data_mismatch(dataset) if baseline is not None else None
-            if other_data:  # a number measured on other data is no baseline: say so, compare nothing
-                if other_data not in failures:
-                    failures.append(other_data)
+            incomparable = self._incomparable(baseline, metric, probe_info, encoder, dataset) if baseline else None
+            if incomparable:  # a number measured otherwise is no baseline: say so, compare nothing
+                if incomparable not in failures:
+                    failures.append(incomparable)
                 baseline = None
+            gate = self.profile.gate
             verdict = evaluate(metric, encoder=encoder.name, dataset=dataset.name, threshold=threshold,
                                baseline=baseline, baseline_source=str(self._session.run.baseline),
-                               tolerance=self._session.tolerance, interval=interval, samples=samples)
+                               tolerance=self._session.tolerance, interval=interval, samples=samples,
+                               units=units, threshold_on=self._session.run.threshold_on, seed=self.seed,
+                               resamples=gate.resamples, level=gate.level)
             failures += verdict.failures
             record = Record(
                 encoder=encoder.name, probe=metric.probe, dataset=dataset.name, metric=metric.metric,
                 value=float(metric.value), spread=metric.spread, higher_is_better=spec.higher_is_better,
                 threshold=threshold.value if threshold else None,
                 threshold_source=threshold.source if threshold else None,
-                baseline=baseline.value if baseline else None, passed=verdict.passed and not other_data,
+                baseline=baseline.value if baseline else None, passed=verdict.passed and not incomparable,
                 nodeid=self._item.nodeid, details=metric.details_dict(), interval=interval, samples=samples,
                 comparison=verdict.comparison, control_of=control_of, chance=metric.chance,
-                settings_hash=self._session.settings_hash(metric.probe),
+                settings_hash=probe_info.settings_hash, probe_version=probe_info.version,
+                data_key=metric.data_key, units=units,
+                uncertainty=metric.uncertainty if interval is None else None,
             )
             self._payload["records"].append(record.model_dump(mode="json"))
             if control_of is None:
@@ -151,19 +158,50 @@ class Recorder:
             self._item.stash[VERDICT_FAILED_KEY] = True
             pytest.fail("\n".join(failures), pytrace=False)
 
+    def _incomparable(self, baseline: Record, metric: Metric, probe_info: "ProbeInfo", encoder: "Encoder",
+                      dataset: "Dataset") -> str | None:
+        """Why ``baseline`` may not be compared with this metric (a failure message), or None.
+
+        Other data, another probe version, other settings or other derived data make it so;
+        a baseline too old to tell is compared, with a warning (BaselineUncheckedWarning).
+        """
+        import warnings
+
+        from pytest_visprobe.errors import BaselineUncheckedWarning
+        from pytest_visprobe.report import comparability
+
+        session = self._session
+        other_data = session.baseline_data_mismatch(dataset)
+        if other_data:
+            return other_data
+        assert session.baseline is not None
+        found = comparability.check(baseline, session.baseline.probes.get(metric.probe), probe_info,
+                                    metric.data_key)
+        if found.warning:
+            warnings.warn(BaselineUncheckedWarning(f"{encoder.name} · {metric.probe} on {dataset.name}: "
+                                                   f"{found.warning}"), stacklevel=2)
+        if not found.differences:
+            return None
+        return (f"{encoder.name} · {metric.probe} on {dataset.name}: the baseline {session.run.baseline} is not "
+                f"comparable with this run: {'; '.join(found.differences)}. Run with the baseline's settings "
+                f"(its profile was {session.baseline.provenance.profile!r}), or accept this run as the new "
+                f"baseline with --visprobe-bless.")
+
     def _uncertainty(self, metric: Metric, key: tuple[str, ...], dataset: "Dataset",
-                     split: str) -> tuple[Interval | None, Samples | None]:
-        """The metric's 95 % interval and, for 0/1 per-sample scores, their compact record."""
+                     split: str) -> tuple[Interval | None, Samples | None, Units | None]:
+        """The metric's 95 % interval and its compact per-sample (0/1) or per-unit record."""
         import numpy as np
 
         from pytest_visprobe.report.statistics import Bits, bootstrap_interval, is_binary, samples_key, seed_for
 
         gate = self.profile.gate
+        if metric.units is not None:
+            return self._unit_uncertainty(metric, key, dataset)
         if metric.per_sample is None:
             if metric.interval is None:
-                return None, None
+                return None, None, None
             low, high = metric.interval
-            return Interval(low=float(low), high=float(high), method="probe"), None
+            return Interval(low=float(low), high=float(high), method="probe"), None, None
         values = np.asarray(metric.per_sample, dtype=np.float64).ravel()
         if values.size == 0 or abs(values.mean() - metric.value) > 1e-6 * max(1.0, abs(metric.value)):
             raise ValueError(
@@ -179,7 +217,30 @@ class Recorder:
             bits = Bits.from_array(values)
             samples = Samples(split=split, n=bits.n, key=samples_key(dataset.fingerprint, split, bits.n),
                               bits=bits.packed)
-        return interval, samples
+        return interval, samples, None
+
+    def _unit_uncertainty(self, metric: Metric, key: tuple[str, ...],
+                          dataset: "Dataset") -> tuple[Interval | None, None, Units]:
+        """Bootstrap over the metric's independent units; their rows are kept for paired tests."""
+        from pytest_visprobe.report import units as unit_stats
+        from pytest_visprobe.report.statistics import samples_key, seed_for
+
+        gate = self.profile.gate
+        stats: unit_stats.UnitStats = metric.units
+        recomputed = stats.value()
+        if abs(recomputed - metric.value) > 1e-6 * max(1.0, abs(metric.value)):
+            raise ValueError(f"{metric.probe}.{metric.metric}: its per-unit statistics give {recomputed} but the "
+                             f"value is {metric.value} (a probe bug)")
+        source = metric.data_key or dataset.fingerprint
+        record = Units(statistic=stats.statistic, unit=stats.unit, split=stats.split, n=stats.n,
+                       key=samples_key(source, stats.split, stats.n), note=stats.note,
+                       arrays={k: unit_stats.encode_array(v) for k, v in stats.arrays.items()})
+        try:
+            low, high = unit_stats.interval(stats, seed_for(self.seed, *key), gate.resamples, gate.level)
+        except ValueError:
+            return None, None, record
+        method = f"bootstrap over {stats.unit}s" + (f" ({stats.note})" if stats.note else "")
+        return Interval(low=low, high=high, level=gate.level, method=method, resamples=gate.resamples), None, record
 
     def control_encoder(self, encoder: "Encoder") -> "Encoder":
         """The same architecture with every parameter re-initialised (seeded), cached per session.

@@ -22,6 +22,7 @@ from pytest_visprobe.report.scorecard import (
     DatasetInfo,
     EncoderInfo,
     Provenance,
+    ProbeInfo,
     Record,
     Scorecard,
     with_floors,
@@ -61,6 +62,8 @@ class Reporter:
                 got.encoders.setdefault(info["name"], EncoderInfo.model_validate(info))
             for info in payload["datasets"].values():
                 got.datasets.setdefault(info["name"], DatasetInfo.model_validate(info))
+            for name, info in payload.get("probes", {}).items():
+                got.probes.setdefault(name, ProbeInfo.model_validate(info))
         counters = getattr(report, "visprobe_counters", None)
         if counters:
             got.counters[counters["worker"]] = counters["counters"]
@@ -142,8 +145,10 @@ class Reporter:
             features=features,
             baseline=str(options.baseline) if options.baseline else None,
             tolerance=self.session.tolerance if options.baseline else None,
+            threshold_on=options.threshold_on,
         )
-        return Scorecard(provenance=provenance, encoders=list(got.encoders.values()),
+        return Scorecard(provenance=provenance, probes=dict(sorted(got.probes.items())),
+                         encoders=list(got.encoders.values()),
                          datasets=list(got.datasets.values()), records=with_floors(got.records),
                          outcome=got.outcome)
 

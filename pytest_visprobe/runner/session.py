@@ -21,7 +21,15 @@ from pytest_visprobe.runner.options import (
     default_cache_dir,
 )
 from pytest_visprobe.profiles import Profile, get_profile
-from pytest_visprobe.report.scorecard import DatasetInfo, EncoderInfo, Outcome, Record, Scorecard, load_scorecard
+from pytest_visprobe.report.scorecard import (
+    DatasetInfo,
+    EncoderInfo,
+    Outcome,
+    ProbeInfo,
+    Record,
+    Scorecard,
+    load_scorecard,
+)
 from pytest_visprobe.report.thresholds import Thresholds, load_thresholds
 
 if TYPE_CHECKING:
@@ -39,6 +47,7 @@ class Collected:
     records: list[Record] = field(default_factory=list)
     encoders: dict[str, EncoderInfo] = field(default_factory=dict)
     datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+    probes: dict[str, ProbeInfo] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)  # per worker, latest
     devices: set[str] = field(default_factory=set)
     outcome: Outcome = field(default_factory=Outcome)
@@ -135,6 +144,14 @@ class VisprobeSession:
         from pytest_visprobe.profiles import settings_hash
 
         return settings_hash(self.probe_settings(probe))
+
+    def probe_info(self, probe: str) -> ProbeInfo:
+        """The probe's version and effective settings, as the scorecard records them."""
+        from pytest_visprobe.probes.spec import get_probe
+
+        settings = self.probe_settings(probe)
+        return ProbeInfo(version=get_probe(probe).version, settings=settings.model_dump(mode="json"),
+                         settings_hash=self.settings_hash(probe))
 
     def datasets_for(self, role: str) -> list[str]:
         """Dataset specs for a probe role. ``--visprobe-dataset SPEC`` replaces the lists of every

@@ -1,0 +1,214 @@
+"""Per-unit statistics: the uncertainty of a metric that is not a plain mean, and paired tests.
+
+A metric whose value is a function of independent *units* (test images for mIoU, source images
+for transformation views, samples for NMI with the partition fixed) hands the recorder a
+``UnitStats``: one row per unit, and the name of a registered statistic that recomputes the
+metric from any set of rows. Resampling the rows gives a percentile bootstrap interval; the
+same resamples applied to a baseline's rows of the *same units* give a paired bootstrap of the
+difference, which is what the gate tests. The rows are kept in the scorecard (compact base64
+arrays), so a later run can pair with them.
+
+Statistics are registered by name (``STATISTICS``) because the scorecard stores the name: a
+baseline's rows are recomputed by the same function in a later version.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from pytest_visprobe.registry import Registry
+
+Statistic = Callable[..., float]
+
+STATISTICS: Registry[Statistic] = Registry("unit statistic")
+
+
+def statistic(name: str) -> Callable[[Statistic], Statistic]:
+    def register(function: Statistic) -> Statistic:
+        STATISTICS.register(name, function)
+        return function
+    return register
+
+
+@statistic("mean")
+def _mean(value: np.ndarray) -> float:
+    """Mean of per-unit scores (accuracy over independent samples)."""
+    return float(np.mean(value))
+
+
+@statistic("ratio")
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
+    """Pooled ratio over clustered units: e.g. correct views / views, per source image."""
+    total = float(np.sum(denominator))
+    if total <= 0:
+        raise ValueError("no scored items in this resample")
+    return float(np.sum(numerator)) / total
+
+
+@statistic("miou")
+def _miou(intersection: np.ndarray, union: np.ndarray) -> float:
+    """Dataset-level mIoU from per-image pixel counts per class; classes with no union left out."""
+    inter = np.sum(intersection, axis=0, dtype=np.float64)
+    union_total = np.sum(union, axis=0, dtype=np.float64)
+    present = union_total > 0
+    if not present.any():
+        raise ValueError("no class present in this resample")
+    return float(np.mean(inter[present] / union_total[present]))
+
+
+@statistic("nmi")
+def _nmi(labels: np.ndarray, clusters: np.ndarray) -> float:
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(labels, clusters))
+
+
+@statistic("ari")
+def _ari(labels: np.ndarray, clusters: np.ndarray) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(labels, clusters))
+
+
+@statistic("greedy_accuracy")
+def _greedy(labels: np.ndarray, clusters: np.ndarray) -> float:
+    from pytest_visprobe.kernels.clustering import greedy_match_accuracy
+
+    return greedy_match_accuracy(labels, clusters)
+
+
+@statistic("hungarian_accuracy")
+def _hungarian(labels: np.ndarray, clusters: np.ndarray) -> float:
+    from pytest_visprobe.kernels.clustering import hungarian_match_accuracy
+
+    return hungarian_match_accuracy(labels, clusters)
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    """Rows of per-unit statistics (one row per independent unit, all arrays the same length).
+
+    ``unit`` says what a row is, for the reader ("test image", "source image"); ``note`` says
+    what the resampling holds fixed, where that matters (e.g. "partition fixed").
+    """
+
+    statistic: str
+    unit: str
+    arrays: Mapping[str, np.ndarray]
+    note: str | None = None
+    split: str = "test"
+    n: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        lengths = {name: np.asarray(a).shape[0] for name, a in self.arrays.items()}
+        if not lengths or len(set(lengths.values())) != 1:
+            raise ValueError(f"unit arrays must be non-empty and of one length, got {lengths}")
+        STATISTICS.get(self.statistic)  # an unknown name fails here, with did-you-mean
+        object.__setattr__(self, "n", next(iter(lengths.values())))
+
+    def value(self, rows: np.ndarray | None = None) -> float:
+        function = STATISTICS.get(self.statistic)
+        if rows is None:
+            return function(**{k: np.asarray(a) for k, a in self.arrays.items()})
+        return function(**{k: np.asarray(a)[rows] for k, a in self.arrays.items()})
+
+
+def clustered(scores: np.ndarray, clusters: np.ndarray, unit: str, note: str | None = None) -> UnitStats:
+    """Per-item scores grouped into their independent units (e.g. views by source image): one row
+    per unit holding the scores' sum and count, so a resample of units recomputes the pooled mean."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    ids, inverse = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
+    if ids.size and inverse.size != scores.size:
+        raise ValueError(f"{scores.size} scores but {inverse.size} cluster ids")
+    numerator = np.bincount(inverse, weights=scores, minlength=ids.size)
+    denominator = np.bincount(inverse, minlength=ids.size)
+    return UnitStats("ratio", unit, {"numerator": numerator, "denominator": denominator}, note=note)
+
+
+def resample_rows(n: int, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """Row indices of ``resamples`` bootstrap resamples of ``n`` units, drawn once (paired use)."""
+    return rng.integers(0, n, (resamples, n))
+
+
+def _draws(stats: UnitStats, rows: np.ndarray) -> np.ndarray:
+    out = np.full(rows.shape[0], np.nan)
+    for b, r in enumerate(rows):
+        try:
+            out[b] = stats.value(r)
+        except ValueError:  # undefined on this resample (e.g. a class absent): left out
+            continue
+    return out
+
+
+def interval(stats: UnitStats, rng: np.random.Generator, resamples: int, level: float) -> tuple[float, float]:
+    """Percentile bootstrap interval of the statistic over units."""
+    draws = _draws(stats, resample_rows(stats.n, rng, resamples))
+    draws = draws[~np.isnan(draws)]
+    if draws.size < resamples // 2:
+        raise ValueError(f"{stats.statistic} is undefined on most resamples of {stats.n} {stats.unit}s")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    drop: float  # how much worse now (positive: worse), from the full rows
+    low: float  # percentile interval of the drop
+    high: float
+    p_value: float  # two-sided, from the resampled differences
+    resamples: int
+
+
+def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_better: bool,
+                     rng: np.random.Generator, resamples: int, level: float) -> PairedResult:
+    """Paired bootstrap of the drop: the same resampled units for both runs.
+
+    p-value: twice the smaller share of resampled drops on either side of zero (the percentile
+    interval inverted), at least 1 / (resamples + 1).
+    """
+    if baseline.n != current.n or baseline.statistic != current.statistic:
+        raise ValueError("paired statistics need the same units and the same statistic")
+    sign = 1.0 if higher_is_better else -1.0
+    rows = resample_rows(current.n, rng, resamples)
+    diffs = sign * (_draws(baseline, rows) - _draws(current, rows))
+    diffs = diffs[~np.isnan(diffs)]
+    if diffs.size < resamples // 2:
+        raise ValueError(f"{current.statistic} is undefined on most resamples")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    p = 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))
+    p = float(min(1.0, max(p, 1.0 / (diffs.size + 1))))
+    drop = sign * (baseline.value() - current.value())
+    return PairedResult(drop=float(drop), low=float(low), high=float(high), p_value=p, resamples=int(diffs.size))
+
+
+# --------------------------------------------------------------------------- compact storage
+
+
+def encode_array(array: np.ndarray) -> dict:
+    """A numpy array as JSON: dtype, shape and base64 of its little-endian bytes."""
+    a = np.ascontiguousarray(array)
+    if a.dtype.kind == "f":
+        a = a.astype("<f8")
+    elif a.dtype.kind in "iub":
+        a = a.astype("<i8") if a.size and (a.min() < -2**31 or a.max() >= 2**31) else a.astype("<i4")
+    else:
+        raise TypeError(f"cannot store {a.dtype} unit statistics")
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_array(stored: Mapping) -> np.ndarray:
+    raw = base64.b64decode(str(stored["data"]).encode("ascii"), validate=True)
+    dtype = np.dtype(str(stored["dtype"]))
+    if dtype.str not in ("<f8", "<i4", "<i8"):
+        raise ValueError(f"unexpected dtype {dtype.str}")
+    shape = tuple(int(s) for s in stored["shape"])
+    array = np.frombuffer(raw, dtype=dtype)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{array.size} values stored for shape {shape}")
+    return array.reshape(shape)
