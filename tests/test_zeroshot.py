@@ -328,3 +328,21 @@ def test_coco_captions_beside_the_instances_file_are_read(tmp_path):
         for pixels, caps in zip(split.images.get(range(len(split))), split.captions):
             i = int(pixels[0, 0, 0]) // 40
             assert caps == [f"image {i} caption 0", f"image {i} caption 1"]
+
+
+def test_template_settings_are_validated_and_resolved():
+    from pydantic import ValidationError
+
+    from pytest_visprobe.probes.prompts import DATASET_TEMPLATES, prompt_name, templates_for
+    from pytest_visprobe.probes.zeroshot import ZeroshotConfig
+
+    with pytest.raises(ValidationError, match="one of"):
+        ZeroshotConfig(templates="imagenett")
+    with pytest.raises(ValidationError, match="must contain"):
+        ZeroshotConfig(templates=["a photo"])
+    assert ZeroshotConfig(templates=["a {c}"]).templates == ("a {c}",)
+    assert templates_for("cifar10")[0] == DATASET_TEMPLATES["cifar10"] and len(DATASET_TEMPLATES["cifar10"]) == 18
+    imagenet, which = templates_for("cub")  # no dataset templates: CLIP's 80 ImageNet prompts, from open_clip
+    assert len(imagenet) == 80 and "open_clip" in which and imagenet[0]("cat") == "a bad photo of a cat."
+    assert templates_for("shapes") == (("a photo of a {c}.",), "simple")
+    assert [prompt_name(n) for n in ("aquarium_fish", "3 - three", "T-shirt/top")] == ["aquarium fish", "3", "T-shirt/top"]
