@@ -15,6 +15,10 @@ class EncoderOutputError(VisprobeError):
     """An encoder ran but broke the contract (wrong shape, NaN, exception inside embed)."""
 
 
+class TextTowerUnavailable(EncoderOutputError):
+    """An encoder's text tower cannot run here (e.g. its tokenizer is not available offline)."""
+
+
 class ConfigError(VisprobeError):
     """A thresholds file, baseline or option value is malformed."""
 

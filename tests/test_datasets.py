@@ -93,7 +93,7 @@ def _flat_folder(root: Path, per_class: int = 5) -> Path:
 def test_builtin_datasets_are_registered_with_their_targets():
     entries = {e.name: e for e in list_datasets()}
     assert set(entries) >= {"shapes", "digits", "photos"}
-    assert entries["shapes"].targets == {"label", "attributes", "boxes", "masks"}
+    assert entries["shapes"].targets == {"label", "attributes", "boxes", "masks", "captions"}
     assert entries["digits"].targets == {"label"}
     assert entries["photos"].targets == {"source"}
     assert set(entries["shapes"].options) == {"n_train", "n_test", "image_size"}
@@ -216,7 +216,7 @@ def test_shapes_splits_are_independent_streams_and_options_change_the_fingerprin
 def test_shapes_fields_have_the_documented_shapes_and_dtypes(shapes):
     assert shapes.class_names == list(CLASS_NAMES)
     assert shapes.attribute_names == list(ATTRIBUTE_NAMES) and len(ATTRIBUTE_NAMES) == 11
-    assert shapes.targets == {"label", "attributes", "boxes", "masks"}
+    assert shapes.targets == {"label", "attributes", "boxes", "masks", "captions"}
     for name, n in (("train", 600), ("test", 300)):
         split = shapes.split(name)
         images = split.images.get(range(n))

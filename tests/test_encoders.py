@@ -497,6 +497,12 @@ def test_open_clip_local_checkpoint_is_loaded(tmp_path: Path, tiny_clip_config: 
     with torch.no_grad():
         other = _seeded(lambda: open_clip.create_model(tiny_clip_config), seed=6).eval()
         assert not torch.allclose(other.encode_image(enc.preprocess(images)), expected, atol=1e-3)
+    # the text tower comes along, with the architecture's own tokenizer (its context length, 16)
+    texts = ["a photo of a cat.", "a large red circle at the top left"]
+    with torch.no_grad():
+        expected_text = original.encode_text(open_clip.get_tokenizer(tiny_clip_config)(texts))
+    assert enc.has_text_tower and open_clip.get_tokenizer(tiny_clip_config)(texts).shape == (2, 16)
+    torch.testing.assert_close(enc.encode_text(texts), expected_text, rtol=1e-5, atol=1e-5)
 
 
 def test_open_clip_unknown_arch_and_bad_checkpoint(tmp_path: Path, tiny_clip_config: str) -> None:

@@ -80,7 +80,8 @@ def test_quick_profile_is_the_one_the_main_job_used_before_profiles_were_files()
     assert quick.datasets == {
         "label": ("shapes", "digits"), "attributes": ("shapes",), "fewshot": ("digits", "shapes"),
         "clustering": ("digits", "shapes"), "similarity": ("digits", "shapes"),
-        "transformations": ("photos", "shapes"), "robustness": ("digits",), "localization": ("shapes",)}
+        "transformations": ("photos", "shapes"), "robustness": ("digits",), "localization": ("shapes",),
+        "retrieval": ("shapes",)}  # added with the retrieval probe, which skips encoders without a text tower
     assert quick.dataset_options == {"shapes": {"n_train": 600, "n_test": 300, "image_size": 64},
                                      "digits": {"image_size": 32}}
     assert quick.batch_size == 64 and quick.probes == {}

@@ -20,7 +20,7 @@ import numpy as np
 from pytest_visprobe.errors import DatasetError, DatasetNotFoundError  # noqa: F401 (re-exported)
 
 #: Targets a dataset can provide. Probes declare which they need and skip otherwise.
-TARGETS = ("label", "attributes", "boxes", "masks", "source")
+TARGETS = ("label", "attributes", "boxes", "masks", "source", "captions")
 
 
 class ImageSource(Protocol):
@@ -191,6 +191,7 @@ class Split:
     instance_masks: list[np.ndarray] | None = None  # per image bool [K, H, W]
     semantic_masks: np.ndarray | None = None  # uint8/int64 [N, H, W]; 0 = background, c+1 = class c
     sources: np.ndarray | None = None  # int64 [N], which source image a crop came from
+    captions: list[list[str]] | None = None  # per image its captions (COCO has five), for retrieval
 
     def __len__(self) -> int:
         return len(self.images)
@@ -219,6 +220,7 @@ class Split:
             instance_masks=rows(self.instance_masks),
             semantic_masks=rows(self.semantic_masks),
             sources=rows(self.sources),
+            captions=rows(self.captions),
         )
 
     def check(self, where: str = "split") -> None:
@@ -226,7 +228,7 @@ class Split:
         n = len(self)
         for name in (
             "labels", "attributes", "boxes", "box_labels", "box_attributes",
-            "instance_masks", "semantic_masks", "sources",
+            "instance_masks", "semantic_masks", "sources", "captions",
         ):
             value = getattr(self, name)
             if value is not None and len(value) != n:

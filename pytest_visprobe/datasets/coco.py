@@ -12,7 +12,9 @@ line up with pixels. Categories become contiguous labels in category-id order. P
 so memory holds only the semantic masks), ``semantic_masks`` (0 = background; smaller objects
 painted over larger ones) and ``labels`` (the category of the largest object). Crowd
 annotations are left out (no ignore regions), as are objects with nothing left inside the crop;
-images left without objects are dropped, as they have no label.
+images left without objects are dropped, as they have no label. When a captions file sits
+beside the annotations (``captions_val2017.json`` beside ``instances_val2017.json``), each image
+also gets its captions (five in COCO) and the dataset the ``captions`` target.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def load_coco(
         raise DatasetError(f"{spec}: the images folder {str(root)!r} does not exist; pass the folder "
                            f"holding the images named in the annotation file.")
     coco = _read(ann_path, spec)
+    captions = _captions_beside(ann_path, spec)
     categories = sorted(coco.getCatIds())
     if not categories:
         raise DatasetError(f"{spec}: the annotation file has no categories; it is not a COCO "
@@ -180,7 +183,8 @@ def load_coco(
         for k in np.argsort(-areas, kind="stable"):  # small objects painted last, so they stay visible
             semantic[masks[k]] = labels[k] + 1
         rows.append((str(root / info["file_name"]), crop, kept, np.stack(boxes),
-                     np.array(labels, dtype=np.int64), semantic, labels[int(np.argmax(areas))]))
+                     np.array(labels, dtype=np.int64), semantic, labels[int(np.argmax(areas))],
+                     captions.get(image_id, []) if captions is not None else None))
     if len(rows) < 2:
         raise DatasetError(f"{spec}: {len(rows)} image(s) with non-crowd objects inside the crop; "
                            f"at least 2 are needed for a train and a test split.")
@@ -194,7 +198,7 @@ def load_coco(
         name=spec,
         splits=splits,
         class_names=class_names,
-        targets=frozenset({"label", "boxes", "masks"}),
+        targets=frozenset({"label", "boxes", "masks"} | ({"captions"} if captions is not None else set())),
         fingerprint=fingerprint_of("coco", 1, seed, image_size, test_fraction, ann_path.stat().st_size,
                                    ann_path.stat().st_mtime_ns, listing),
         description=f"COCO-format annotations {str(ann_path)!r} over images in {str(root)!r}",
@@ -210,7 +214,32 @@ def _split(coco, rows) -> Split:
         box_labels=[r[4] for r in rows],
         instance_masks=LazyMasks(coco, [r[2] for r in rows], crops),
         semantic_masks=np.stack([r[5] for r in rows]),
+        captions=[r[7] for r in rows] if rows and rows[0][7] is not None else None,
     )
+
+
+def captions_path(annotations: Path) -> Path | None:
+    """``captions_X.json`` beside ``instances_X.json`` (COCO's naming), else None."""
+    name = annotations.name
+    return annotations.with_name("captions_" + name[len("instances_"):]) if name.startswith("instances_") else None
+
+
+def _captions_beside(annotations: Path, spec: str) -> dict[int, list[str]] | None:
+    """Image id → its captions, from the captions file beside the annotations if there is one."""
+    path = captions_path(annotations)
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        entries = [(int(a["image_id"]), " ".join(str(a["caption"]).split())) for a in data["annotations"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{spec}: cannot read captions from {str(path)!r} ({type(exc).__name__}: {exc}); "
+                           f"it must be a COCO captions file (annotations with image_id and caption): "
+                           f"download it again or remove it.") from None
+    captions: dict[int, list[str]] = {}
+    for image_id, caption in entries:
+        captions.setdefault(image_id, []).append(caption)
+    return captions
 
 
 def _read(path: Path, spec: str):
@@ -236,7 +265,8 @@ def _read(path: Path, spec: str):
 
 
 VAL2017_DESCRIPTION = ("COCO val2017 detection/segmentation (DATA_ROOT/coco/val2017/ and "
-                       "DATA_ROOT/coco/annotations/instances_val2017.json), split by seed")
+                       "DATA_ROOT/coco/annotations/instances_val2017.json), split by seed; captions "
+                       "when captions_val2017.json is beside it")
 
 
 def val2017_paths(data_root: Path) -> tuple[Path, Path]:

@@ -16,6 +16,11 @@ Per-image lists (``boxes``, ``box_labels``, ``box_attributes``, ``instance_masks
 drawing order, bottom to top: the main object is always the last entry. Boxes are xyxy in
 pixel-edge coordinates: a box ``(x1, y1, x2, y2)`` covers columns ``x1 .. x2-1`` and rows
 ``y1 .. y2-1``, the tight box of the visible pixels.
+
+Each scene also has one caption written from its parameters (``captions``, for the retrieval
+probe): every drawn object, the main one first, as size, colour, texture (none for solid),
+class and the third of the image its centre lies in, e.g. "a large red striped circle at the
+top left and a small blue square in the centre".
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ def load_shapes(
         splits=splits,
         class_names=list(CLASS_NAMES),
         attribute_names=list(ATTRIBUTE_NAMES),
-        targets=frozenset({"label", "attributes", "boxes", "masks"}),
+        targets=frozenset({"label", "attributes", "boxes", "masks", "captions"}),
         fingerprint=fingerprint_of(
             "shapes", GENERATOR_VERSION, seed, n_train, n_test, image_size,
             splits["train"].images.array, splits["test"].images.array,
@@ -174,7 +179,34 @@ def generate_split(rng: np.random.Generator, n: int, size: int) -> Split:
         box_attributes=[obj_attributes[i, s] for i, s in enumerate(keep_lists)],
         instance_masks=[visible[i, s] for i, s in enumerate(keep_lists)],
         semantic_masks=semantic,
+        captions=[[describe_scene(classes[i, s[::-1]], colours[i, s[::-1]], large[i, s[::-1]], textures[i, s[::-1]],
+                                  cx[i, s[::-1]] / size, cy[i, s[::-1]] / size)] for i, s in enumerate(keep_lists)],
     )
+
+
+_ROWS = ("top", "middle", "bottom")
+_COLUMNS = ("left", "centre", "right")
+
+
+def describe_scene(classes, colours, large, textures, x, y) -> str:
+    """One caption for the objects given (main first): size, colour, texture, class, position.
+
+    ``x`` and ``y`` are centres as fractions of the image side; the position names the third of
+    the image each lies in ("at the top left", "in the centre", "on the right").
+    """
+    phrases = []
+    for cls, colour, big, texture, cx, cy in zip(classes, colours, large, textures, x, y):
+        words = [SIZE_NAMES[int(big)], COLOUR_NAMES[colour]]
+        if TEXTURE_NAMES[texture] != "solid":
+            words.append(TEXTURE_NAMES[texture])
+        words.append(CLASS_NAMES[cls])
+        row, column = _ROWS[min(2, int(cy * 3))], _COLUMNS[min(2, int(cx * 3))]
+        if row == "middle":
+            where = "in the centre" if column == "centre" else f"on the {column}"
+        else:
+            where = f"at the {row}" if column == "centre" else f"at the {row} {column}"
+        phrases.append(f"a {' '.join(words)} {where}")
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
 def min_visible_pixels(size: int) -> int:

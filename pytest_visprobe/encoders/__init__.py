@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_LAZY = {"Encoder": "base", "ModuleEncoder": "base", "load_encoder": "loading", "as_encoder": "loading"}
+_LAZY = {"Encoder": "base", "ModuleEncoder": "base", "load_encoder": "loading", "as_encoder": "loading",
+         "open_clip_encoder": "loading"}
 
 
 def __getattr__(name: str) -> Any:

@@ -38,6 +38,18 @@ class Encoder(nn.Module):
     def has_feature_map(self) -> bool:
         return type(self).feature_map is not Encoder.feature_map
 
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """``T`` strings → ``[T, D]`` in the space of ``embed`` (image-text encoders such as CLIP).
+
+        Only encoders with a text tower implement it; the zero-shot and retrieval probes compare
+        these rows with ``embed`` by cosine, so both must live in the joint image-text space.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no text tower (encode_text)")
+
+    @property
+    def has_text_tower(self) -> bool:
+        return type(self).encode_text is not Encoder.encode_text
+
     def config(self) -> dict[str, Any]:
         """Settings that change the features (beyond the weights); part of the fingerprint."""
         return {"input_size": self.input_size}
@@ -77,6 +89,8 @@ def _version_of(tensor: torch.Tensor) -> int | None:
 class ModuleEncoder(Encoder):
     """Wraps an ``nn.Module``: resize → normalise → module → pool to ``[N, D]``.
 
+    ``text_fn`` (texts → ``[T, D]`` in the embedding's space) gives it a text tower.
+
     4-D outputs are average-pooled, 3-D token outputs are averaged over tokens; the spatial
     map comes from ``map_fn``, else from ``default_map_fn(module)`` (timm/open_clip
     intermediates, ``forward_features``, or the last 4-D activation).
@@ -93,6 +107,7 @@ class ModuleEncoder(Encoder):
         interpolation: str = "bilinear",
         embed_fn: Callable[[torch.Tensor], Any] | None = None,
         map_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        text_fn: Callable[[list[str]], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.module = module
@@ -105,6 +120,9 @@ class ModuleEncoder(Encoder):
         # the state dict (and the weights hashed by fingerprint())
         self._embed_fn = embed_fn
         self._map_fn = map_fn if map_fn is not None else default_map_fn(module)
+        # a plain callable, not a submodule: the fingerprint keys the cached *image* features, so
+        # the text tower's weights stay out of the state dict
+        self._text_fn = text_fn
 
     def config(self) -> dict[str, Any]:
         return {
@@ -135,6 +153,15 @@ class ModuleEncoder(Encoder):
     @property
     def has_feature_map(self) -> bool:
         return self._map_fn is not None
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self._text_fn is not None
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        if self._text_fn is None:
+            raise NotImplementedError(f"{self.name} has no text tower (encode_text)")
+        return self._text_fn(list(texts))
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         if self._map_fn is None:

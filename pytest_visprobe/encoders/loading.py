@@ -226,18 +226,68 @@ def _load_open_clip(ref: EncoderRef) -> Encoder:
             f"pass a local checkpoint: --encoder=open_clip:{arch}//path/to/open_clip_model.safetensors; "
             f"see open_clip.list_pretrained() for tags."
         ) from exc
+    return open_clip_encoder(model, arch, name=ref.id)
+
+
+def open_clip_encoder(model: nn.Module, tokenizer: Any, *, name: str) -> Encoder:
+    """An open_clip ``CLIP`` model as an Encoder: its image tower embeds, its text tower reads text.
+
+    ``tokenizer`` is open_clip's tokenizer, or the architecture name to get it from
+    (``open_clip.get_tokenizer``) when text is first read.
+
+    ``embed`` is ``model.visual``'s output, which is ``model.encode_image`` before its L2
+    normalisation: the joint image-text space, so zero-shot and retrieval compare it with
+    ``encode_text`` directly.
+    """
     visual = model.visual
     cfg = getattr(visual, "preprocess_cfg", {}) or {}
     size = cfg.get("size", getattr(visual, "image_size", 224))
     size = (size, size) if isinstance(size, int) else tuple(size)
     return ModuleEncoder(
         visual,
-        name=ref.id,
+        name=name,
         input_size=size,
         mean=cfg.get("mean", getattr(visual, "image_mean", None)),
         std=cfg.get("std", getattr(visual, "image_std", None)),
         interpolation=cfg.get("interpolation", "bicubic"),
+        text_fn=OpenClipText(model, tokenizer),
     )
+
+
+class OpenClipText:
+    """The text half of an open_clip model, called with a list of strings.
+
+    A plain object, not a module: the encoder's fingerprint keys its cached image features, so
+    the text weights stay out of its state dict. It runs on the device of the image tower (the
+    encoder's), in eval mode, without gradients. A tokenizer given by architecture name is
+    loaded on first use, so an image-only run never needs it (some come from the HF hub).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    def __call__(self, texts: list[str]):
+        import torch
+
+        if isinstance(self.tokenizer, str):
+            import open_clip
+
+            try:
+                self.tokenizer = open_clip.get_tokenizer(self.tokenizer)
+            except Exception as exc:
+                from pytest_visprobe.errors import TextTowerUnavailable
+
+                raise TextTowerUnavailable(
+                    f"open_clip could not load the tokenizer of {self.tokenizer!r} ({type(exc).__name__}: "
+                    f"{_short(exc)}); run once with network access so it lands in the Hugging Face cache, "
+                    f"then set HF_HUB_OFFLINE=1."
+                ) from exc
+        device = next(self.model.visual.parameters()).device
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+        with torch.inference_mode():
+            return self.model.encode_text(self.tokenizer(list(texts)).to(device)).float()
 
 
 def _load_hf(ref: EncoderRef) -> Encoder:

@@ -152,6 +152,8 @@ BUILTIN_PROBE_MODULES = (
     "pytest_visprobe.probes.instances",
     "pytest_visprobe.probes.regions",
     "pytest_visprobe.probes.rpgd",
+    "pytest_visprobe.probes.zeroshot",
+    "pytest_visprobe.probes.retrieval",
 )
 
 
