@@ -101,7 +101,7 @@ class FeatureStore:
     cache_dir: Path | None
     device: torch.device
     batch_size: int = 64
-    map_dtype: torch.dtype = torch.float16  # how feature maps are stored (pooled embeddings: float32)
+    map_dtype: torch.dtype = torch.float32  # how feature maps are stored; float16 halves them (embeddings: float32)
     max_bytes: int | None = None  # cache size limit; None: unbounded
     counters: FeatureCounters = field(default_factory=FeatureCounters)
     _memory: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -29,18 +29,19 @@ def test_cached_maps_are_float16_safetensors_and_equal_in_session_and_from_disk(
     from safetensors.torch import load_file
 
     encoder, dataset = TinyEncoder(), make_dataset()
-    first = FeatureStore(cache_dir=tmp_path, device=CPU, batch_size=16)
+    first = FeatureStore(cache_dir=tmp_path, device=CPU, batch_size=16, map_dtype=torch.float16)
     computed = first.get(encoder, dataset, "train", view="feature_map")
     embedded = first.get(encoder, dataset, "train")
     assert computed.dtype == torch.float16 and embedded.dtype == torch.float32
     assert is_mapped(computed) and is_mapped(embedded)  # in-session use reads the written file too
-    in_memory = FeatureStore(cache_dir=None, device=CPU, batch_size=16).get(encoder, dataset, "train", "feature_map")
+    in_memory = FeatureStore(cache_dir=None, device=CPU, batch_size=16, map_dtype=torch.float16).get(
+        encoder, dataset, "train", "feature_map")
     assert torch.equal(computed, in_memory)
     # the streamed file is a valid safetensors file for the reference reader
     (path,) = [p for p in tmp_path.glob("*.safetensors") if "feature_map" in p.name]
     reference = load_file(str(path))["features"]
     assert reference.dtype == torch.float16 and torch.equal(reference, in_memory)
-    second = FeatureStore(cache_dir=tmp_path, device=CPU, batch_size=16)
+    second = FeatureStore(cache_dir=tmp_path, device=CPU, batch_size=16, map_dtype=torch.float16)
     loaded = second.get(TinyEncoder(), make_dataset(), "train", view="feature_map")
     assert second.counters.from_disk == 1 and second.counters.forward_passes == 0
     assert is_mapped(loaded) and torch.equal(loaded, computed)
@@ -48,8 +49,8 @@ def test_cached_maps_are_float16_safetensors_and_equal_in_session_and_from_disk(
 
 def test_map_dtype_is_part_of_the_key(tmp_path: Path) -> None:
     encoder, dataset = TinyEncoder(), make_dataset()
-    half = FeatureStore(cache_dir=tmp_path, device=CPU)
-    full = FeatureStore(cache_dir=tmp_path, device=CPU, map_dtype=torch.float32)
+    half = FeatureStore(cache_dir=tmp_path, device=CPU, map_dtype=torch.float16)
+    full = FeatureStore(cache_dir=tmp_path, device=CPU)
     assert half.key(encoder, dataset, "train", "feature_map") != full.key(encoder, dataset, "train", "feature_map")
     assert half.key(encoder, dataset, "train", "embed") == full.key(encoder, dataset, "train", "embed")
     assert full.get(encoder, dataset, "train", "feature_map").dtype == torch.float32

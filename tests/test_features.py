@@ -97,14 +97,14 @@ def plain_embed(encoder: Encoder, dataset: Dataset, split: str = "train", view: 
 @pytest.mark.parametrize("batch_size", [16, 64])
 def test_features_equal_a_plain_embed_loop(batch_size: int) -> None:
     encoder, dataset = TinyEncoder(), make_dataset()
-    store = FeatureStore(cache_dir=None, device=CPU, batch_size=batch_size)
+    store = FeatureStore(cache_dir=None, device=CPU, batch_size=batch_size, map_dtype=torch.float16)
     features = store.get(encoder, dataset, "train")
     assert features.dtype == torch.float32 and features.device.type == "cpu" and features.shape == (50, 8)
     torch.testing.assert_close(features, plain_embed(encoder, dataset), rtol=1e-5, atol=1e-6)
     assert store.counters.forward_passes == -(-50 // batch_size)
     fmap = store.get(encoder, dataset, "train", view="feature_map")
     assert fmap.shape == (50, 8, 6, 6)
-    # maps are stored as float16: the float32 maps rounded, nothing else
+    # maps stored as float16 are the float32 maps rounded, nothing else
     assert fmap.dtype == torch.float16
     full = FeatureStore(cache_dir=None, device=CPU, batch_size=batch_size, map_dtype=torch.float32)
     fmap32 = full.get(encoder, dataset, "train", view="feature_map")

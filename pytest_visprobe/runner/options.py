@@ -172,8 +172,8 @@ OPTIONS: tuple[Option, ...] = (
            "the least-recently-used feature files are deleted until it fits, never one this run uses "
            "(default: no limit).", parse=positive_float, metavar="GB"),
     Option(MAP_DTYPE_OPTION, "how feature maps (the dense probes' input) are stored in the cache and "
-           "in memory: float16 (default: half the bytes) or float32. Pooled embeddings are always float32.",
-           parse=map_dtype, default="float16", metavar="DTYPE"),
+           "in memory: float32 (default) or float16 (half the memory and disk; dense probe numbers may move "
+           "slightly). Pooled embeddings are always float32.", parse=map_dtype, default="float32", metavar="DTYPE"),
     Option(DEVICE_OPTION, "auto (default: CUDA with bf16 autocast when present, else CPU), "
            "cpu, cuda, cuda:N or mps.", parse=device, default="auto", metavar="DEVICE"),
     Option(BATCH_SIZE_OPTION, "images per forward pass (default: the profile's, 64).",
@@ -224,7 +224,7 @@ class RunSettings:
     cache_dir: str | None = None
     no_cache: bool = False
     cache_max_gb: float | None = None
-    map_dtype: str = "float16"
+    map_dtype: str = "float32"
     device: str = "auto"
     batch_size: int | None = None
     seed: int = 0
