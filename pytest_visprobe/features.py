@@ -3,14 +3,23 @@
 Disk entries are safetensors files written atomically (temp file + ``os.replace``) under a
 file lock, so ``pytest -n N`` workers never compute the same set twice nor read half a file.
 A file that cannot be read is reported, deleted and recomputed — it never fails a run.
+
+Features larger than memory: batches are written to the file as they come out of the encoder,
+and the file is then read memory-mapped (mapped.py), in this session as in later ones, so both
+see the same values. Feature maps are stored as ``map_dtype`` (float16 by default: half the
+bytes, and the dense heads standardise and train in float32 anyway); pooled embeddings stay
+float32. With ``max_bytes``, least-recently-used files are deleted after each write, never one
+this session uses nor one another process holds the lock of.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
+import struct
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -24,8 +33,14 @@ from pytest_visprobe.datasets.base import Dataset
 from pytest_visprobe.encoders.base import Encoder
 from pytest_visprobe.errors import CacheCorruptWarning, ConfigError, EncoderOutputError
 
-FORMAT_VERSION = "2"  # 2: features computed after an RPGD attack before the fix of _attack_mode could be from BatchNorm in training mode
+#: 2: maps stored as map_dtype, written batch by batch; and features computed after an RPGD attack
+#: before its fix could come from BatchNorm in training mode, so no version-1 file is trusted
+FORMAT_VERSION = "2"
 VIEWS = ("embed", "feature_map")
+#: torch dtype -> (safetensors dtype tag, numpy dtype)
+_STORED = {torch.float16: ("F16", np.dtype("<f2")), torch.float32: ("F32", np.dtype("<f4"))}
+MAP_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_CHECK_ROWS_BYTES = 64 << 20  # finiteness check on read, this many bytes at a time
 
 
 def worker_cuda_index(worker_id: str, device_count: int) -> int:
@@ -88,15 +103,23 @@ class FeatureStore:
     cache_dir: Path | None
     device: torch.device
     batch_size: int = 64
+    map_dtype: torch.dtype = torch.float32  # how feature maps are stored; float16 halves them (embeddings: float32)
+    max_bytes: int | None = None  # cache size limit; None: unbounded
     counters: FeatureCounters = field(default_factory=FeatureCounters)
     _memory: dict[str, torch.Tensor] = field(default_factory=dict)
     _placed: set[int] = field(default_factory=set)
     _failed: dict[str, str] = field(default_factory=dict)  # key -> the contract error it raised
+    _in_use: set[Path] = field(default_factory=set)  # files this session read or wrote: never evicted
     #: ``track(desc, batches, images)`` -> a context yielding ``tick()`` (runner/progress.py); None: silent
     progress: Any = None
 
+    def __post_init__(self) -> None:
+        if self.map_dtype not in _STORED:
+            raise ConfigError(f"feature maps can be stored as {sorted(MAP_DTYPES)}, not {self.map_dtype}.")
+
     def get(self, encoder: Encoder, dataset: Dataset, split: str, view: str = "embed") -> torch.Tensor:
-        """Features of every image in ``dataset[split]``: float32 on the CPU, ``[N, D]`` or ``[N, C, h, w]``."""
+        """Features of every image in ``dataset[split]`` on the CPU: ``[N, D]`` float32 or
+        ``[N, C, h, w]`` in ``map_dtype``; memory-mapped when the disk cache is on."""
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
         key = self.key(encoder, dataset, split, view)
@@ -116,10 +139,13 @@ class FeatureStore:
         self._memory[key] = features
         return features
 
+    def stored_dtype(self, view: str) -> torch.dtype:
+        return self.map_dtype if view == "feature_map" else torch.float32
+
     def key(self, encoder: Encoder, dataset: Dataset, split: str, view: str) -> str:
         precision = "bf16" if self.device.type == "cuda" else "fp32"
         parts = (FORMAT_VERSION, encoder.fingerprint(), dataset.name, dataset.fingerprint, split,
-                 len(dataset.split(split)), view, precision)
+                 len(dataset.split(split)), view, precision, _STORED[self.stored_dtype(view)][0])
         return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
     def path_for(self, key: str, encoder: Encoder, dataset: Dataset, split: str, view: str) -> Path:
@@ -135,63 +161,115 @@ class FeatureStore:
         assert self.cache_dir is not None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         path = self.path_for(key, encoder, dataset, split, view)
+        dtype = self.stored_dtype(view)
         with FileLock(str(path) + ".lock"):
             if path.exists():
-                features = self._read(path, key, expected_rows=len(dataset.split(split)))
+                features = self._read(path, key, len(dataset.split(split)), dtype)
                 if features is not None:
                     self.counters.from_disk += 1
                     return features
-            features = self._compute(encoder, dataset, split, view)
-            self._write(path, key, features)
+            try:
+                self._write(path, key, self._batches(encoder, dataset, split, view), len(dataset.split(split)))
+            except _WriteFailed as exc:  # disk full, read-only cache: features in memory, the run goes on
+                warnings.warn(f"visprobe: could not write feature cache {path}: {exc}; computing in memory",
+                              stacklevel=2)
+                return self._compute(encoder, dataset, split, view)
+            self.counters.computed += 1
+            self._in_use.add(path)
+            features = open_features(path, key, len(dataset.split(split)), dtype, check_finite=False)
+        self._evict()
         return features
 
-    def _read(self, path: Path, key: str, expected_rows: int) -> torch.Tensor | None:
-        from safetensors import safe_open
-
+    def _read(self, path: Path, key: str, expected_rows: int, dtype: torch.dtype) -> torch.Tensor | None:
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                if (handle.metadata() or {}).get("key") != key:
-                    raise ValueError("key in metadata does not match the file name")
-                features = handle.get_tensor("features")
-            if features.shape[0] != expected_rows or not torch.isfinite(features).all():
-                raise ValueError(f"unexpected shape {tuple(features.shape)} or non-finite values")
-            return features
+            features = open_features(path, key, expected_rows, dtype, check_finite=True)
         except Exception as exc:  # any unreadable file is recomputed, never fatal
             warnings.warn(
                 f"visprobe: feature cache file {path} is unreadable ({type(exc).__name__}: {exc}); "
                 f"recomputing it. Nothing else is affected.",
                 CacheCorruptWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
             self.counters.recomputed_corrupt += 1
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
+        self._in_use.add(path)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # its mtime is its last use, for the least-recently-used eviction
+        return features
 
-    def _write(self, path: Path, key: str, features: torch.Tensor) -> None:
-        from safetensors.torch import save_file
-
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
+    def _write(self, path: Path, key: str, batches: Iterator[torch.Tensor], rows: int) -> None:
+        """Stream ``batches`` into a safetensors file (header from the first batch's shape),
+        renamed into place only when complete. A failing file operation is ``_WriteFailed``."""
         try:
-            save_file({"features": features.contiguous()}, tmp, metadata={"key": key})
-            os.replace(tmp, path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
         except OSError as exc:
+            raise _WriteFailed(exc) from exc
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                written = 0
+                for batch in batches:  # encoder and dataset errors pass through as they are
+                    try:
+                        if not written:
+                            handle.write(safetensors_header(key, batch.dtype, (rows, *batch.shape[1:])))
+                        handle.write(batch.contiguous().numpy().tobytes())
+                    except OSError as exc:
+                        raise _WriteFailed(exc) from exc
+                    written += batch.shape[0]
+                if not written:
+                    raise _WriteFailed("an empty split: nothing to cache")
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _WriteFailed(exc) from exc
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            warnings.warn(f"visprobe: could not write feature cache {path}: {exc}", stacklevel=2)
+            raise
+
+    def _evict(self) -> None:
+        """Delete least-recently-used feature files until the cache fits ``max_bytes``."""
+        from filelock import FileLock, Timeout
+
+        if self.max_bytes is None or self.cache_dir is None:
+            return
+        files = []
+        for path in self.cache_dir.glob("*.safetensors"):
+            with contextlib.suppress(OSError):
+                files.append((path.stat(), path))
+        total = sum(st.st_size for st, _ in files)
+        for st, path in sorted(files, key=lambda f: f[0].st_mtime):
+            if total <= self.max_bytes:
+                break
+            if path in self._in_use:
+                continue
+            try:  # a file another worker is reading or writing right now is skipped
+                with FileLock(str(path) + ".lock", timeout=0):
+                    path.unlink()
+            except (Timeout, OSError):
+                continue
+            total -= st.st_size
 
     # ------------------------------------------------------------------ computing
 
     def _compute(self, encoder: Encoder, dataset: Dataset, split: str, view: str) -> torch.Tensor:
+        """All batches in memory (no disk cache), rounded to the stored dtype like a cached file."""
+        features = torch.cat(list(self._batches(encoder, dataset, split, view)))
+        self.counters.computed += 1
+        return features
+
+    def _batches(self, encoder: Encoder, dataset: Dataset, split: str, view: str) -> Iterator[torch.Tensor]:
+        """The encoder's checked output, batch by batch, on the CPU in the stored dtype."""
         images = dataset.split(split).images
         if id(encoder) not in self._placed:
             encoder.to(self.device).eval()
             self._placed.add(id(encoder))
         forward = encoder.embed if view == "embed" else encoder.feature_map
+        dtype = self.stored_dtype(view)
         n = len(images)
         starts = range(0, n, self.batch_size)
-        outputs: list[torch.Tensor] = []
+        shape = None
         desc = f"{encoder.name} · {dataset.name}/{split} ({view})"
         track = self.progress.track(desc, len(starts), n) if self.progress is not None \
             else contextlib.nullcontext(lambda: None)
@@ -209,10 +287,66 @@ class FeatureStore:
                         f"{exc}. Fix the encoder so that {view}() accepts N×3×H×W images in [0, 1]."
                     ) from exc
                 self.counters.forward_passes += 1
-                outputs.append(_check_output(out, batch.shape[0], view, encoder.name, dataset.name, split).float().cpu())
+                out = _check_output(out, batch.shape[0], view, encoder.name, dataset.name, split)
+                if shape is not None and tuple(out.shape[1:]) != shape:
+                    raise EncoderOutputError(
+                        f"encoder {encoder.name!r} {view}() on {dataset.name}/{split} returned "
+                        f"{tuple(out.shape[1:])} per image on one batch and {shape} on an earlier one; "
+                        f"every image must give the same shape."
+                    )
+                shape = tuple(out.shape[1:])
+                yield out.float().cpu().to(dtype)
                 tick()
-        self.counters.computed += 1
-        return torch.cat(outputs)
+
+
+class _WriteFailed(Exception):
+    """Writing a cache file failed (not computing its features)."""
+
+
+def safetensors_header(key: str, dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
+    """The header of a one-tensor (``features``) safetensors file, padded to 8 bytes as the format does."""
+    tag, np_dtype = _STORED[dtype]
+    nbytes = int(np.prod(shape)) * np_dtype.itemsize
+    header = json.dumps({"__metadata__": {"key": key},
+                         "features": {"dtype": tag, "shape": list(shape), "data_offsets": [0, nbytes]}},
+                        separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header
+
+
+def open_features(path: Path, key: str, expected_rows: int, dtype: torch.dtype, *, check_finite: bool) -> torch.Tensor:
+    """The ``features`` tensor of a cache file, memory-mapped; ``ValueError`` when it is not the
+    complete file for ``key`` (wrong key, dtype, row count, size, or a non-finite value)."""
+    from pytest_visprobe.mapped import map_tensor, release
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise ValueError(f"{size} bytes: shorter than a safetensors header")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > min(size - 8, 1 << 20):
+            raise ValueError(f"header length {header_len} does not fit the file ({size} bytes)")
+        header = json.loads(handle.read(header_len))
+    if (header.get("__metadata__") or {}).get("key") != key:
+        raise ValueError("key in metadata does not match the file name")
+    entry = header["features"]
+    tag, np_dtype = _STORED[dtype]
+    shape = tuple(int(d) for d in entry["shape"])
+    begin, end = (int(v) for v in entry["data_offsets"])
+    if entry["dtype"] != tag or not shape or shape[0] != expected_rows:
+        raise ValueError(f"unexpected dtype {entry['dtype']} or shape {shape}; expected {tag} with {expected_rows} rows")
+    if end - begin != int(np.prod(shape)) * np_dtype.itemsize or 8 + header_len + end != size:
+        raise ValueError(f"data of {end - begin} bytes does not match shape {shape} and file size {size}")
+    features = map_tensor(path, 8 + header_len + begin, np_dtype, shape)
+    if check_finite:
+        step = max(1, _CHECK_ROWS_BYTES // max(1, features[:1].nbytes))
+        for start in range(0, shape[0], step):
+            finite = bool(torch.isfinite(features[start:start + step]).all())
+            release(features)
+            if not finite:
+                raise ValueError("non-finite values")
+    return features
 
 
 def prefetched(images: Any, starts: range, batch_size: int, n: int) -> Iterator[np.ndarray]:

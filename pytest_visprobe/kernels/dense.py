@@ -4,6 +4,10 @@ Why linear: the probes ask what the frozen map already holds at each location, s
 must not add spatial reasoning of its own. Segmentation, detection and instance masks all read
 the map through such a head; only the targets and the loss differ. Training is seeded
 minibatch AdamW on the cached maps (no forward pass through the encoder), on the CPU in seconds.
+
+The maps may be float16 and memory-mapped (features.py): everything here reads them a batch
+or a chunk of rows at a time, in float32, and gives the touched pages back after each one, so
+memory stays bounded by the batch, not the map set.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from pytest_visprobe.kernels.linear import standardizer
+from pytest_visprobe.mapped import release
+
+CHUNK_BYTES = 64 << 20  # float32 bytes of map per chunk in the streaming passes
 
 
 @dataclass(frozen=True)
@@ -37,9 +43,31 @@ def _apply(maps, mean, scale, weight, bias):
 
 
 def channel_standardizer(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train-split mean and std per channel over images and positions; constant channels get 1."""
-    positions = maps.float().transpose(0, 1).reshape(maps.shape[1], -1).T  # [N·h·w, C]
-    return standardizer(positions)
+    """Train-split mean and std (unbiased) per channel over images and positions; constant
+    channels get 1. Two streaming passes over row chunks, accumulated in float64."""
+    count = maps.shape[0] * maps.shape[2] * maps.shape[3]
+    total = torch.zeros(maps.shape[1], dtype=torch.float64)
+    for chunk in row_chunks(maps):
+        total += chunk.double().sum(dim=(0, 2, 3))
+    mean = total / count
+    squares = torch.zeros_like(total)
+    for chunk in row_chunks(maps):
+        squares += (chunk.double() - mean[:, None, None]).square().sum(dim=(0, 2, 3))
+    scale = (squares / max(count - 1, 1)).sqrt()
+    scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
+    return mean.float(), scale.float()
+
+
+def row_chunks(maps: torch.Tensor):
+    """``maps`` in chunks of about ``CHUNK_BYTES`` (as float32), the pages released after each."""
+    step = chunk_rows(maps)
+    for start in range(0, maps.shape[0], step):
+        yield maps[start:start + step]
+        release(maps)
+
+
+def chunk_rows(maps: torch.Tensor) -> int:
+    return max(1, CHUNK_BYTES // max(1, 4 * maps[:1].numel()))
 
 
 def fit_conv_head(
@@ -70,6 +98,7 @@ def fit_conv_head(
             for rows in torch.randperm(n, generator=generator).split(batch_size):
                 optimizer.zero_grad()
                 loss = loss_fn(_apply(maps[rows], mean, scale, weight, bias), rows)
+                release(maps)
                 loss.backward()
                 optimizer.step()
     return ConvHead(mean=mean, scale=scale, weight=weight.detach(), bias=bias.detach())
@@ -77,5 +106,9 @@ def fit_conv_head(
 
 def in_chunks(maps: torch.Tensor, fn: Callable[[torch.Tensor, slice], torch.Tensor], chunk: int = 64) -> torch.Tensor:
     """``fn`` over row chunks, concatenated: bounds memory when outputs are upsampled to mask size."""
+    outputs = []
     with torch.no_grad():
-        return torch.cat([fn(maps[s:s + chunk], slice(s, s + chunk)) for s in range(0, maps.shape[0], chunk)])
+        for s in range(0, maps.shape[0], chunk):
+            outputs.append(fn(maps[s:s + chunk], slice(s, s + chunk)))
+            release(maps)
+    return torch.cat(outputs)

@@ -20,6 +20,8 @@ DATASET_OPTION = "--visprobe-dataset"
 REPORT_OPTION = "--visprobe-report"
 CACHE_DIR_OPTION = "--visprobe-cache-dir"
 NO_CACHE_OPTION = "--visprobe-no-cache"
+CACHE_MAX_GB_OPTION = "--visprobe-cache-max-gb"
+MAP_DTYPE_OPTION = "--visprobe-map-dtype"
 DEVICE_OPTION = "--visprobe-device"
 BATCH_SIZE_OPTION = "--visprobe-batch-size"
 SEED_OPTION = "--visprobe-seed"
@@ -83,6 +85,25 @@ def tolerance(value: str) -> float:
     if not number >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
     return number
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return number
+
+
+MAP_DTYPES = ("float16", "float32")
+
+
+def map_dtype(value: str) -> str:
+    if value not in MAP_DTYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(MAP_DTYPES)}, got {value!r}")
+    return value
 
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -154,6 +175,12 @@ OPTIONS: tuple[Option, ...] = (
            "~/.cache/pytest-visprobe).", metavar="DIR"),
     Option(NO_CACHE_OPTION, "do not read or write the on-disk feature cache (default: off).",
            default=False, flag_only=True),
+    Option(CACHE_MAX_GB_OPTION, "size limit of the feature cache in GB (10^9 bytes): after each write "
+           "the least-recently-used feature files are deleted until it fits, never one this run uses "
+           "(default: no limit).", parse=positive_float, metavar="GB"),
+    Option(MAP_DTYPE_OPTION, "how feature maps (the dense probes' input) are stored in the cache and "
+           "in memory: float32 (default) or float16 (half the memory and disk; dense probe numbers may move "
+           "slightly). Pooled embeddings are always float32.", parse=map_dtype, default="float32", metavar="DTYPE"),
     Option(DEVICE_OPTION, "auto (default: CUDA with bf16 autocast when present, else CPU), "
            "cpu, cuda, cuda:N or mps.", parse=device, default="auto", metavar="DEVICE"),
     Option(BATCH_SIZE_OPTION, "images per forward pass (default: the profile's, 64).",
@@ -209,6 +236,8 @@ class RunSettings:
     report: str = DEFAULT_REPORT_DIR
     cache_dir: str | None = None
     no_cache: bool = False
+    cache_max_gb: float | None = None
+    map_dtype: str = "float32"
     device: str = "auto"
     batch_size: int | None = None
     seed: int = 0

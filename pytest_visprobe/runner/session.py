@@ -174,15 +174,17 @@ class VisprobeSession:
     @property
     def store(self) -> "FeatureStore":
         if self._store is None:
-            from pytest_visprobe.features import FeatureStore, resolve_device
+            from pytest_visprobe.features import MAP_DTYPES, FeatureStore, resolve_device
 
             cache_dir = None
             if not self.run.no_cache:
                 raw = self.run.cache_dir
                 cache_dir = Path(raw) if raw else default_cache_dir()
             batch = self.run.batch_size or self.profile.batch_size
+            max_gb = self.run.cache_max_gb
             self._store = FeatureStore(cache_dir=cache_dir, device=resolve_device(self.run.device, self.worker_id),
-                                       batch_size=batch, progress=self.progress)
+                                       batch_size=batch, progress=self.progress, map_dtype=MAP_DTYPES[self.run.map_dtype],
+                                       max_bytes=None if max_gb is None else int(max_gb * 1e9))
         return self._store
 
     def encoder(self, ref: EncoderRef) -> "Encoder":
