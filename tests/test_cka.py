@@ -9,9 +9,15 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import ortho_group
 
-from pytest_visprobe.kernels.cka import center_gram, cka, cka_interval, gram_linear, gram_rbf, hsic
+from pytest_visprobe.kernels.cka import (
+    center_gram,
+    cka,
+    cka_interval,
+    gram_linear,
+    gram_rbf,
+    hsic,
+)
 from pytest_visprobe.probes.spec import metric_spec
-
 
 # --------------------------------------------------------------------------- the published formulas
 
@@ -123,7 +129,7 @@ def test_debiased_hsic_on_resamples_targets_the_plug_in_hsic():
     h = np.eye(n) - np.ones((n, n)) / n
     target = np.trace(kx @ h @ ky @ h) / n**2
     rows = torch.as_tensor(np.random.default_rng(8).integers(0, n, (4000, n)))
-    stack = lambda g: torch.as_tensor(g)[rows[:, :, None], rows[:, None, :]]  # noqa: E731
+    stack = lambda g: torch.as_tensor(g)[rows[:, :, None], rows[:, None, :]]
     inner = (center_gram(stack(kx), debiased=True) * center_gram(stack(ky), debiased=True)).sum(dim=(1, 2))
     draws = (inner / (n * (n - 3))).numpy()
     assert hsic(stack(kx)[0], stack(ky)[0], debiased=True) == pytest.approx(draws[0], rel=1e-9)

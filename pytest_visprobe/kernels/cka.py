@@ -18,6 +18,7 @@ Float64 torch, on the given device; nothing here is specific to encoders, so lay
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,7 +108,7 @@ def cka(k: "torch.Tensor", l: "torch.Tensor", *, debiased: bool) -> float:
     if k.shape != l.shape or k.ndim != 2 or k.shape[0] != k.shape[1]:
         raise ValueError(f"Gram matrices must be square and of one size, got {tuple(k.shape)} and {tuple(l.shape)}")
     value = float(_cka_stack(k, l, debiased))
-    if value != value:
+    if math.isnan(value):
         raise ValueError("CKA is undefined: the features of one side are constant over these samples")
     return value
 

@@ -9,7 +9,8 @@ test queries go through in chunks so the [chunk, N_train] similarity block stays
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 

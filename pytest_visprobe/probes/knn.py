@@ -55,12 +55,12 @@ def run(ctx: "ProbeContext", k: int) -> list[Metric]:
     pred = knn_predict(ctx.features("train"), train.labels, ctx.features("test"), ks=[k],
                        temperature=config.temperature, n_classes=n_classes, device=ctx.device)[k]
     correct = (pred == np.asarray(test.labels)).astype(np.uint8)
-    n_train = int(len(train.labels))
+    n_train = len(train.labels)
     k_used = min(k, n_train)
     note = (f"k = {k} exceeds the {n_train} train images: every train image votes (k = {k_used})"
             if k_used < k else None)
     details = KnnDetails(k=k, k_used=k_used, temperature=config.temperature, n_train=n_train,
-                         n_test=int(len(test.labels)), note=note)
+                         n_test=len(test.labels), note=note)
     majority = float(np.bincount(test.labels, minlength=n_classes).max() / len(test.labels))
     return [Metric("knn", metric_name(k), float(correct.mean()), details=details, per_sample=correct,
                    chance=majority)]
