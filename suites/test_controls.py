@@ -16,3 +16,8 @@ def test_label_probe_random_init(visprobe, visprobe_encoder, visprobe_dataset):
 @pytest.mark.visprobe_probe("attribute_probe")
 def test_attribute_probe_random_init(visprobe, visprobe_encoder, visprobe_dataset):
     visprobe.run("attribute_probe", visprobe.control_encoder(visprobe_encoder), visprobe_dataset)
+
+
+@pytest.mark.visprobe_probe("knn")
+def test_knn_random_init(visprobe, visprobe_encoder, visprobe_dataset):
+    visprobe.run("knn", visprobe.control_encoder(visprobe_encoder), visprobe_dataset, k=20)  # DINO's headline k

@@ -12,6 +12,10 @@ upper triangles. Two records per dataset and encoder:
 
 Every record carries the full correlation matrix in its details; the report draws it as a
 heat-map and an average-linkage dendrogram on 1 - r.
+
+``cka.linear_cka`` and ``cka.rbf_cka`` compare the images' similarity structure instead of the
+classes': centered kernel alignment (debiased HSIC) of each encoder's features with the
+reference encoder's over the same test images, with a bootstrap interval over images.
 """
 
 import pytest
@@ -25,3 +29,8 @@ def test_similarity_between_encoders(visprobe, visprobe_encoders, visprobe_datas
 @pytest.mark.visprobe_probe("similarity")
 def test_similarity_to_language(visprobe, visprobe_encoders, visprobe_dataset):
     visprobe.run("similarity", visprobe_encoders[0], visprobe_dataset, against="language")
+
+
+@pytest.mark.visprobe_probe("cka")
+def test_cka_between_encoders(visprobe, visprobe_encoders, visprobe_dataset):
+    visprobe.run("cka", visprobe_encoders[0], visprobe_dataset)
