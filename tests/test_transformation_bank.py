@@ -56,7 +56,7 @@ FLAT_EXEMPT = {
     "sharpen": "a linear ramp has no curvature to amplify: no change",
     "oil_paint": "all four Kuwahara quadrants of a ramp vary alike: a 1-2 px shift of the ramp",
     "pixelate": "block means of a shallow ramp stay within half a grey level of it on average",
-    "downscale": "resampling a smooth ramp reproduces it up to rounding",
+    "downscale": "a shallow ramp sampled every 2-4 pixels and repeated moves by about a grey level or less",
     "shear": "a sheared ramp is a ramp of slightly other slope: ~0.5 levels at small angles",
     "perspective": "a mild homography shifts a shallow ramp by a few pixels: ~0.3-1 levels",
 }
@@ -131,7 +131,7 @@ def test_bank_covers_the_protocol_families():
     assert by_family["identity"] == {"identity"}
     expected = {
         "colour": {"brightness", "contrast", "saturation", "hue_shift", "grayscale", "invert",
-                   "posterize", "solarize"},
+                   "posterize", "palette_quantize", "solarize"},
         "quality": {"jpeg", "pixelate", "downscale"},
         "noise": {"gaussian_noise", "impulse_noise", "speckle_noise"},
         "blur": {"gaussian_blur", "motion_blur", "box_blur", "sharpen"},

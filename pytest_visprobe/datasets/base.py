@@ -192,6 +192,13 @@ class Split:
     semantic_masks: np.ndarray | None = None  # uint8/int64 [N, H, W]; 0 = background, c+1 = class c
     sources: np.ndarray | None = None  # int64 [N], which source image a crop came from
     captions: list[list[str]] | None = None  # per image its captions (COCO has five), for retrieval
+    # VAW-style partial labels: True where ``attributes`` is an explicit positive or negative;
+    # None means every entry is labelled (absent = negative)
+    attribute_mask: np.ndarray | None = None  # bool [N, A]
+    # COCO crowd regions, kept apart from the objects: ignore regions for box and mask mAP only
+    crowd_boxes: list[np.ndarray] | None = None  # per image float32 [C, 4] xyxy pixels
+    crowd_labels: list[np.ndarray] | None = None  # per image int64 [C]
+    crowd_masks: list[np.ndarray] | None = None  # per image bool [C, H, W]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -221,6 +228,10 @@ class Split:
             semantic_masks=rows(self.semantic_masks),
             sources=rows(self.sources),
             captions=rows(self.captions),
+            attribute_mask=rows(self.attribute_mask),
+            crowd_boxes=rows(self.crowd_boxes),
+            crowd_labels=rows(self.crowd_labels),
+            crowd_masks=rows(self.crowd_masks),
         )
 
     def check(self, where: str = "split") -> None:
@@ -229,6 +240,8 @@ class Split:
         for name in (
             "labels", "attributes", "boxes", "box_labels", "box_attributes",
             "instance_masks", "semantic_masks", "sources", "captions",
+            "instance_masks", "semantic_masks", "sources", "attribute_mask",
+            "crowd_boxes", "crowd_labels", "crowd_masks",
         ):
             value = getattr(self, name)
             if value is not None and len(value) != n:

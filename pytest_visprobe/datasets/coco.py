@@ -11,10 +11,13 @@ line up with pixels. Categories become contiguous labels in category-id order. P
 ``boxes`` (xyxy, clipped to the crop), ``box_labels``, ``instance_masks`` (decoded on demand,
 so memory holds only the semantic masks), ``semantic_masks`` (0 = background; smaller objects
 painted over larger ones) and ``labels`` (the category of the largest object). Crowd
-annotations are left out (no ignore regions), as are objects with nothing left inside the crop;
-images left without objects are dropped, as they have no label. When a captions file sits
-beside the annotations (``captions_val2017.json`` beside ``instances_val2017.json``), each image
-also gets its captions (five in COCO) and the dataset the ``captions`` target.
+annotations (``iscrowd``) are kept apart as ``crowd_boxes``/``crowd_labels``/``crowd_masks``:
+ignore regions for box and mask mAP, as in COCO's evaluation, and never training objects or
+semantic-mask pixels. Objects with nothing left inside the crop are left out; images left
+without a non-crowd object are dropped, as they have no label (COCOeval would still score
+detections on them as false positives). When a captions file sits beside the annotations
+(``captions_val2017.json`` beside ``instances_val2017.json``), each image also gets its
+captions (five in COCO) and the dataset the ``captions`` target.
 """
 
 from __future__ import annotations
@@ -162,16 +165,19 @@ def load_coco(
     label_of = {cat: i for i, cat in enumerate(categories)}
     class_names = [coco.cats[c].get("name", str(c)) for c in categories]
 
-    rows = []  # (path, crop, kept annotations, boxes, labels, semantic mask, image label)
+    rows = []  # (path, crop, kept annotations, boxes, labels, semantic mask, image label, crowd annotations)
     for image_id in sorted(coco.getImgIds()):
         info = coco.imgs[image_id]
         crop = _Crop(int(info["width"]), int(info["height"]), image_size)
-        kept, boxes, labels, masks = [], [], [], []
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=False)):
+        kept, boxes, labels, masks, crowds = [], [], [], [], []
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
             mask = crop.mask(coco.annToMask(ann))
             box = crop.box(ann["bbox"])
             if not mask.any() or box[2] <= box[0] or box[3] <= box[1]:
                 continue  # nothing of it left inside the crop
+            if ann.get("iscrowd", 0):
+                crowds.append(ann)  # an ignore region for evaluation, never a training object
+                continue
             kept.append(ann)
             boxes.append(box)
             labels.append(label_of[ann["category_id"]])
@@ -183,7 +189,7 @@ def load_coco(
         for k in np.argsort(-areas, kind="stable"):  # small objects painted last, so they stay visible
             semantic[masks[k]] = labels[k] + 1
         rows.append((str(root / info["file_name"]), crop, kept, np.stack(boxes),
-                     np.array(labels, dtype=np.int64), semantic, labels[int(np.argmax(areas))],
+                     np.array(labels, dtype=np.int64), semantic, labels[int(np.argmax(areas))], crowds,
                      captions.get(image_id, []) if captions is not None else None))
     if len(rows) < 2:
         raise DatasetError(f"{spec}: {len(rows)} image(s) with non-crowd objects inside the crop; "
@@ -192,21 +198,22 @@ def load_coco(
     order = rng_for(seed, "coco", "split").permutation(len(rows))
     n_test = min(len(rows) - 1, max(1, int(np.floor(test_fraction * len(rows) + 0.5))))
     parts = {"train": np.sort(order[n_test:]), "test": np.sort(order[:n_test])}
-    splits = {name: _split(coco, [rows[i] for i in idx]) for name, idx in parts.items()}
+    splits = {name: _split(coco, [rows[i] for i in idx], label_of) for name, idx in parts.items()}
     listing = [(Path(r[0]).name, os.path.getsize(r[0]) if os.path.exists(r[0]) else -1) for r in rows]
     return Dataset(
         name=spec,
         splits=splits,
         class_names=class_names,
         targets=frozenset({"label", "boxes", "masks"} | ({"captions"} if captions is not None else set())),
-        fingerprint=fingerprint_of("coco", 1, seed, image_size, test_fraction, ann_path.stat().st_size,
+        fingerprint=fingerprint_of("coco", 2, seed, image_size, test_fraction, ann_path.stat().st_size,
                                    ann_path.stat().st_mtime_ns, listing),
         description=f"COCO-format annotations {str(ann_path)!r} over images in {str(root)!r}",
     )
 
 
-def _split(coco, rows) -> Split:
+def _split(coco, rows, label_of: dict[int, int]) -> Split:
     crops = [r[1] for r in rows]
+    crowds = [r[7] for r in rows]
     return Split(
         images=CocoImages(tuple(r[0] for r in rows), tuple(crops)),
         labels=np.array([r[6] for r in rows], dtype=np.int64),
@@ -214,7 +221,11 @@ def _split(coco, rows) -> Split:
         box_labels=[r[4] for r in rows],
         instance_masks=LazyMasks(coco, [r[2] for r in rows], crops),
         semantic_masks=np.stack([r[5] for r in rows]),
-        captions=[r[7] for r in rows] if rows and rows[0][7] is not None else None,
+        captions=[r[8] for r in rows] if rows and rows[0][8] is not None else None,
+        crowd_boxes=[np.array([c.box(a["bbox"]) for a in anns], dtype=np.float32).reshape(-1, 4)
+                     for c, anns in zip(crops, crowds)],
+        crowd_labels=[np.array([label_of[a["category_id"]] for a in anns], dtype=np.int64) for anns in crowds],
+        crowd_masks=LazyMasks(coco, crowds, crops),
     )
 
 

@@ -14,9 +14,10 @@ fetched here (Visual Genome is several archives); a missing dataset says where t
 
 One sample per instance: the box cropped from its image and resized to a square of
 ``image_size`` (stretched, so the whole object stays in view), ``attributes`` = the positive
-attributes as a multi-hot row, ``labels`` = the object name's index. Negative attributes are
-checked against the index but not kept: the attribute probe scores every non-positive
-attribute as absent. Splits: train (both parts), val when present, test.
+attributes as a multi-hot row, ``attribute_mask`` = True where the attribute is an explicit
+positive or negative, ``labels`` = the object name's index. An attribute neither positive nor
+negative is unknown, not absent: the attribute probe leaves it out of the loss and of the
+scoring, as VAW's evaluator does. Splits: train (both parts), val when present, test.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ FOLDER = "vaw"
 SPLIT_FILES = {"train": ("train_part1.json", "train_part2.json"), "val": ("val.json",),
                "test": ("test.json",)}
 INDEX_FILE = "attribute_index.json"
-LOADER_VERSION = 1
+LOADER_VERSION = 2
 _WHERE = ("annotations from https://github.com/adobe-research/vaw_dataset (data/*.json) and "
           "Visual Genome images from https://visualgenome.org")
 
@@ -121,6 +122,7 @@ def load_vaw(
         order = sorted(range(len(records)), key=lambda i: str(records[i][1].get("image_id")))
         paths, boxes, labels = [], [], []
         attributes = np.zeros((len(records), len(attribute_names)), dtype=np.uint8)
+        labelled = np.zeros((len(records), len(attribute_names)), dtype=bool)
         for row, i in enumerate(order):
             source, record = records[i]
             image_id = str(_field(source, record, "image_id", (str, int)))
@@ -134,10 +136,13 @@ def load_vaw(
                     if name not in column:
                         raise corrupt("VAW", source, f"instance {record.get('instance_id')!r} "
                                       f"has attribute {name!r}, which {INDEX_FILE} lacks", _fix(data_root))
-            attributes[row, [column[a] for a in record["positive_attributes"]]] = 1
+            positives = [column[a] for a in record["positive_attributes"]]
+            attributes[row, positives] = 1
+            labelled[row, positives] = True
+            labelled[row, [column[a] for a in record["negative_attributes"]]] = True
         splits[split] = Split(
             images=RegionImages(tuple(paths), np.array(boxes, dtype=np.float32).reshape(-1, 4), image_size),
-            labels=np.array(labels, dtype=np.int64), attributes=attributes,
+            labels=np.array(labels, dtype=np.int64), attributes=attributes, attribute_mask=labelled,
         )
     absent = [image_id for image_id, path in files.items() if path is None]
     if absent:

@@ -31,7 +31,7 @@ import numpy as np
 #: not slower than the k-NN graph (both are one O(N^2 D) matmul; Lanczos on the dense matrix
 #: converges in a few dozen passes), so the limit is memory, kept well under the 24 GiB machine
 #: so that test workers and encoders fit beside it. It covers every test split of the study
-#: (largest: SVHN, 26,032 images), so ``auto`` reproduces the paper's dense affinity there.
+#: (largest: SVHN, 26,032 images), so ``auto`` uses the paper's dense affinity there.
 DENSE_MAX_SAMPLES = 32_768
 
 #: Upper and lower bound of the default neighbour count of the k-NN graph, which is half the

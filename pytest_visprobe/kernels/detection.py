@@ -136,16 +136,43 @@ def detect(head: ConvHead, maps: torch.Tensor, *, n_classes: int, image_size: tu
 
 
 def ground_truth(boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                 masks: Sequence[np.ndarray] | None = None) -> list[dict[str, torch.Tensor]]:
-    """Per image ``{"boxes", "labels"[, "masks"]}`` tensors, torchmetrics' target format."""
+                 masks: Sequence[np.ndarray] | None = None, *, crowd_boxes: Sequence[np.ndarray] | None = None,
+                 crowd_labels: Sequence[np.ndarray] | None = None,
+                 crowd_masks: Sequence[np.ndarray] | None = None) -> list[dict[str, torch.Tensor]]:
+    """Per image ``{"boxes", "labels"[, "masks"][, "iscrowd"]}`` tensors, torchmetrics' target format.
+
+    Crowd regions (``crowd_*``, COCO's ``iscrowd``) are appended with ``iscrowd = 1``: COCOeval
+    then lets a detection that falls on one match it without counting as a true or false positive.
+    """
     out = []
     for i, (b, l) in enumerate(zip(boxes, labels)):
-        item = {"boxes": torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1, 4)),
-                "labels": torch.as_tensor(np.asarray(l, dtype=np.int64).reshape(-1))}
-        if masks is not None:
-            item["masks"] = torch.as_tensor(np.asarray(masks[i], dtype=bool))
+        b = np.asarray(b, dtype=np.float32).reshape(-1, 4)
+        l = np.asarray(l, dtype=np.int64).reshape(-1)
+        m = None if masks is None else np.asarray(masks[i], dtype=bool)
+        crowd = np.zeros(len(l), dtype=np.int64)
+        if crowd_boxes is not None:
+            cb = np.asarray(crowd_boxes[i], dtype=np.float32).reshape(-1, 4)
+            b = np.concatenate([b, cb])
+            l = np.concatenate([l, np.asarray(crowd_labels[i], dtype=np.int64).reshape(-1)])
+            crowd = np.concatenate([crowd, np.ones(len(cb), dtype=np.int64)])
+            if m is not None:
+                m = np.concatenate([m.reshape(-1, *m.shape[-2:]), np.asarray(crowd_masks[i], dtype=bool)])
+        item = {"boxes": torch.as_tensor(b), "labels": torch.as_tensor(l)}
+        if m is not None:
+            item["masks"] = torch.as_tensor(m)
+        if crowd_boxes is not None:
+            item["iscrowd"] = torch.as_tensor(crowd)
         out.append(item)
     return out
+
+
+def split_ground_truth(split, *, masks: bool = False) -> list[dict[str, torch.Tensor]]:
+    """:func:`ground_truth` of a dataset Split, with its crowd regions when it has them."""
+    crowd = {}
+    if split.crowd_boxes is not None:
+        crowd = {"crowd_boxes": split.crowd_boxes, "crowd_labels": split.crowd_labels,
+                 "crowd_masks": split.crowd_masks if masks else None}
+    return ground_truth(split.boxes, split.box_labels, split.instance_masks if masks else None, **crowd)
 
 
 def coco_map(preds: list[dict], targets: list[dict], iou_type: str = "bbox") -> dict[str, float]:
@@ -161,20 +188,24 @@ def coco_map(preds: list[dict], targets: list[dict], iou_type: str = "bbox") -> 
 def detection_probe(
     train_maps: torch.Tensor, train_boxes, train_labels, test_maps: torch.Tensor, test_boxes, test_labels,
     *, n_classes: int, image_size: tuple[int, int], config, seed: int, head: ConvHead | None = None,
+    test_crowd_boxes=None, test_crowd_labels=None,
 ) -> list[Metric]:
     """Box mAP@[.5:.95] and AP50 of the centre head on the test split.
 
     ``head``: one already fitted by :func:`fit_centre_head` on these train maps, to share it.
+    ``test_crowd_*``: the test images' crowd regions, ignored by the scoring as in COCOeval.
     """
     if head is None:
         head = fit_centre_head(train_maps, train_boxes, train_labels, n_classes=n_classes,
                                image_size=image_size, config=config, seed=seed)
     preds = detect(head, test_maps, n_classes=n_classes, image_size=image_size,
                    max_detections=config.max_detections)
-    scores = coco_map(preds, ground_truth(test_boxes, test_labels))
+    scores = coco_map(preds, ground_truth(test_boxes, test_labels, crowd_boxes=test_crowd_boxes,
+                                          crowd_labels=test_crowd_labels))
     details = {"AP75": scores["map_75"], "feature_map_size": list(train_maps.shape[-2:]),
                "image_size": list(image_size), "max_detections": config.max_detections,
                "head": "centre heat-map + offset + log-size (linear 1x1 conv)",
-               "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0])}
+               "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
+               "crowd_regions": "ignored (COCOeval)" if test_crowd_boxes is not None else "none in the data"}
     return [Metric("detection_probe", "mAP", scores["map"], details=details),
             Metric("detection_probe", "AP50", scores["map_50"], details=details)]

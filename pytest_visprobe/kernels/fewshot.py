@@ -97,7 +97,7 @@ def fewshot_accuracy(
     ``std`` is the sample standard deviation over trials (``ddof=1``, NaN for one trial): the
     trials are a sample of possible support sets, and with 10 of them the population formula
     understates the spread by 5 %. The study's code used ``np.std`` (``ddof=0``); pass
-    ``ddof=0`` to reproduce its numbers. Every test label must be a train class. Classes with
+    ``ddof=0`` for its std formula. Every test label must be a train class. Classes with
     fewer than ``n_shot`` training samples raise ValueError. Ties between prototypes go to the
     smaller class id.
     """

@@ -6,7 +6,7 @@ detection's mask is the pixels inside its box that the segmentation head gives i
 Both heads are linear read-outs of the same frozen map, so no extra head is trained. Two
 touching objects of one class inside one box are not told apart — a limit of the light head,
 which the score shows rather than hides. Metric: COCO mask mAP@[.5:.95] (torchmetrics,
-pycocotools backend).
+pycocotools backend), crowd regions ignored as in COCOeval.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.kernels.dense import ConvHead
-from pytest_visprobe.kernels.detection import coco_map, detect, fit_centre_head, ground_truth
+from pytest_visprobe.kernels.detection import coco_map, detect, fit_centre_head, split_ground_truth
 from pytest_visprobe.kernels.segmentation import fit_segmentation_head, predict_masks
 
 
@@ -54,8 +54,9 @@ def instance_segmentation_probe(
     detections = detect(detector, test_maps, n_classes=n_classes, image_size=image_size,
                         max_detections=config.max_detections)
     preds = box_class_masks(detections, predict_masks(segmenter, test_maps, image_size))
-    scores = coco_map(preds, ground_truth(test.boxes, test.box_labels, test.instance_masks), iou_type="segm")
+    scores = coco_map(preds, split_ground_truth(test, masks=True), iou_type="segm")
     details = {"mask_AP50": scores["map_50"], "mask_AP75": scores["map_75"],
                "head": "centre-head boxes filled with the linear segmentation head's class pixels",
-               "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0])}
+               "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
+               "crowd_regions": "ignored (COCOeval)" if test.crowd_boxes is not None else "none in the data"}
     return Metric("instance_segmentation_probe", "mask_mAP", scores["map"], details=details)

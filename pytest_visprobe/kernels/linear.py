@@ -94,7 +94,12 @@ def objective(x, y, weight, bias, weight_decay: float, multilabel: bool) -> torc
 def _objective_t(x, y, weight_t, bias, weight_decay: float, multilabel: bool) -> torch.Tensor:
     logits = F.linear(x, weight_t, bias)
     if multilabel:
-        data = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / x.shape[0]
+        known = ~torch.isnan(y)  # NaN: an unknown label (VAW), left out of the loss
+        if bool(known.all()):
+            data = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / x.shape[0]
+        else:
+            data = F.binary_cross_entropy_with_logits(logits, torch.where(known, y, torch.zeros_like(y)),
+                                                      weight=known.float(), reduction="sum") / x.shape[0]
     else:
         data = F.cross_entropy(logits, y)
     return data + 0.5 * weight_decay * weight_t.pow(2).sum()

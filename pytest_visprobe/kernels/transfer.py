@@ -4,8 +4,10 @@
 lr 1e-3 and weight decay 5e-4 (Adam's L2 term, on weight and bias as in the study's code),
 20 epochs of shuffled mini-batches of 60, and the weights after the last epoch (no early
 stopping, no validation split). The default probe (:func:`.linear.fit_probe`, L-BFGS with a
-weight-decay sweep) converges to the regularised optimum instead; this one reproduces the
-published numbers. Everything is seeded: initialisation and batch order come from ``seed``.
+weight-decay sweep) converges to the regularised optimum instead; this one is the study's
+recipe on cached features, without its training augmentation (see conformance.toml), so it
+is not shown to reproduce the published numbers. Everything is seeded: initialisation and
+batch order come from ``seed``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Independent logistic regressions per attribute on cached features, scored by macro mAP on the
 test split, with the same control task as the label probe (train attribute rows permuted
-across images) reported as ``selectivity``.
+across images) reported as ``selectivity``. With partial labels (VAW's ``attribute_mask``) an
+unknown entry is left out of the loss and each attribute's AP is over the images where it is
+labelled, as VAW's evaluator does; VAW's mean recall@15 is then reported in the details too.
 """
 
 from __future__ import annotations
@@ -34,43 +36,62 @@ class AttributeDetails(BaseModel):
     measured: float | None = None
     control: float | None = None
     control_task: str | None = None
+    labels_used: str | None = None  # "explicit positives and negatives only" (VAW) or "every entry"
+    mean_recall_at_15: float | None = None  # VAW's mR@15, with partial labels only
 
 
 def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch.Tensor", test_a: "np.ndarray",
                   *, attribute_names: list[str], config: LinearProbeConfig, seed: int, resamples: int = 1000,
-                  probe: str = "attribute_probe") -> Metric:
+                  probe: str = "attribute_probe", train_mask: "np.ndarray | None" = None,
+                  test_mask: "np.ndarray | None" = None) -> Metric:
     """Per-attribute logistic probes; macro mAP with a bootstrap interval over test images
-    (``resamples`` resamples, seeded; 0 skips it, e.g. for a control task)."""
+    (``resamples`` resamples, seeded; 0 skips it, e.g. for a control task).
+
+    ``train_mask``/``test_mask``: where the attributes are labelled (None: everywhere); an
+    unlabelled entry is out of the loss (NaN target) and out of its attribute's AP.
+    """
     import numpy as np
     import torch
 
     from pytest_visprobe.kernels.linear import fit_probe
-    from pytest_visprobe.kernels.ranking import mean_average_precision
+    from pytest_visprobe.kernels.ranking import mean_average_precision, mean_recall_at_k
     from pytest_visprobe.report.statistics import map_bootstrap_interval, seed_for
 
     train_t = torch.as_tensor(np.asarray(train_a), dtype=torch.float32)
+    if train_mask is not None:
+        train_t[~torch.as_tensor(np.asarray(train_mask, dtype=bool))] = float("nan")
 
     def val_map(logits: torch.Tensor, targets: torch.Tensor) -> float:
+        known = ~torch.isnan(targets)
         try:
-            return mean_average_precision(targets.numpy(), logits.numpy())[0]
+            return mean_average_precision(targets.nan_to_num(0.0).numpy(), logits.numpy(),
+                                          None if bool(known.all()) else known.numpy())[0]
         except ValueError:
             return float("-inf")
 
     head = fit_probe(train_x, train_t, n_outputs=train_t.shape[1], weight_decays=config.weight_decays,
                      val_fraction=config.val_fraction, score=val_map, seed=seed, multilabel=True,
                      max_iter=config.max_iter)
-    scores = head.logits(test_x).numpy()
-    value, per_attribute = mean_average_precision(np.asarray(test_a), scores)
+    logits = head.logits(test_x)
+    scores = logits.numpy()
+    known = None if test_mask is None else np.asarray(test_mask, dtype=bool)
+    value, per_attribute = mean_average_precision(np.asarray(test_a), scores, known)
     interval = None
     if resamples:
         interval = map_bootstrap_interval(np.asarray(test_a), scores, rng=seed_for(seed, "attribute_probe", "mAP"),
-                                          resamples=resamples)
-    rates = np.asarray(test_a).mean(axis=0)  # a column's chance AP is its positive rate
+                                          resamples=resamples, labelled=known)
+    positives = np.asarray(test_a).astype(bool) if known is None else np.asarray(test_a).astype(bool) & known
+    counted = np.full(positives.shape[1], positives.shape[0]) if known is None else known.sum(axis=0)
+    rates = positives.sum(axis=0) / np.maximum(counted, 1)  # a column's chance AP: its positive rate where labelled
     details = AttributeDetails(
         weight_decay=head.weight_decay,
         per_attribute_ap={n: (None if np.isnan(ap) else round(float(ap), 4))
                           for n, ap in zip(attribute_names, per_attribute)},
-        n_train=int(len(train_a)), n_test=int(len(test_a)))
+        n_train=int(len(train_a)), n_test=int(len(test_a)),
+        labels_used="every entry (absent = negative)" if known is None else "explicit positives and negatives only")
+    if known is not None:
+        recall = mean_recall_at_k(np.asarray(test_a), torch.sigmoid(logits).numpy(), known, k=15)
+        details.mean_recall_at_15 = None if np.isnan(recall) else recall
     return Metric(probe, "mAP", value, details=details, interval=interval, chance=float(rates[rates > 0].mean()))
 
 
@@ -78,11 +99,14 @@ def run(ctx: "ProbeContext") -> list[Metric]:
     train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
     train_x, test_x = ctx.features("train"), ctx.features("test")
     settings = dict(attribute_names=ctx.dataset.attribute_names, config=ctx.settings, seed=ctx.seed)
-    metric = attribute_map(train_x, train.attributes, test_x, test.attributes, resamples=ctx.resamples, **settings)
+    masks = dict(train_mask=train.attribute_mask, test_mask=test.attribute_mask)
+    metric = attribute_map(train_x, train.attributes, test_x, test.attributes, resamples=ctx.resamples,
+                           **masks, **settings)
     if ctx.is_control:
         return [metric]
+    permuted_mask = None if train.attribute_mask is None else permuted_targets(train.attribute_mask, ctx.seed)
     control = attribute_map(train_x, permuted_targets(train.attributes, ctx.seed), test_x, test.attributes,
-                            resamples=0, **settings)
+                            resamples=0, train_mask=permuted_mask, test_mask=test.attribute_mask, **settings)
     return [metric, selectivity(metric, control, AttributeDetails)]
 
 

@@ -28,6 +28,7 @@ class DetectionDetails(BaseModel):
     head: str
     n_train: int
     n_test: int
+    crowd_regions: str  # whether COCO crowd annotations were ignore regions in the scoring
 
 
 def centre_head(ctx: "ProbeContext", config: LocalizationConfig):
@@ -52,7 +53,8 @@ def run(ctx: "ProbeContext") -> list[Metric]:
     train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
     metrics = detection_probe(train_maps, train.boxes, train.box_labels, test_maps, test.boxes, test.box_labels,
                               n_classes=len(ctx.dataset.class_names), image_size=image_size(test),
-                              config=ctx.settings, seed=ctx.seed, head=centre_head(ctx, ctx.settings))
+                              config=ctx.settings, seed=ctx.seed, head=centre_head(ctx, ctx.settings),
+                              test_crowd_boxes=test.crowd_boxes, test_crowd_labels=test.crowd_labels)
     return [replace(m, details=DetectionDetails(**m.details), uncertainty=NO_INTERVAL) for m in metrics]
 
 

@@ -26,6 +26,7 @@ class InstanceDetails(BaseModel):
     head: str
     n_train: int
     n_test: int
+    crowd_regions: str  # whether COCO crowd annotations were ignore regions in the scoring
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:

@@ -138,7 +138,7 @@ def mcnemar_exact(baseline: np.ndarray, current: np.ndarray) -> McNemar:
 
 def map_bootstrap_interval(
     y_true: np.ndarray, scores: np.ndarray, *, rng: np.random.Generator, resamples: int = RESAMPLES,
-    level: float = LEVEL, chunk: int = 64,
+    level: float = LEVEL, chunk: int = 64, labelled: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of macro mAP (ranking.mean_average_precision) over test rows.
 
@@ -146,13 +146,14 @@ def map_bootstrap_interval(
     is a row of multiplicities, so AP over a resample is a weighted cumulative sum — identical to
     AP on the resampled rows (duplicates tie with themselves), without re-sorting per resample.
     ``benchmarks/bench_bootstrap.py`` measures it against calling mean_average_precision per resample.
+    ``labelled``: partial labels (VAW), as in mean_average_precision.
     """
     y = np.asarray(y_true).astype(bool)
     n = y.shape[0]
     draws = []
     for start in range(0, resamples, chunk):
         rows = rng.integers(0, n, (min(chunk, resamples - start), n))
-        draws.append(map_of_resamples(y, scores, rows))
+        draws.append(map_of_resamples(y, scores, rows, labelled))
     values = np.concatenate(draws)
     values = values[~np.isnan(values)]
     if values.size < resamples // 2:
@@ -162,9 +163,12 @@ def map_bootstrap_interval(
     return float(low), float(high)
 
 
-def map_of_resamples(y_true: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Macro mAP of each resample ``rows[b]`` (row indices); NaN where no column has a positive."""
+def map_of_resamples(y_true: np.ndarray, scores: np.ndarray, rows: np.ndarray,
+                     labelled: np.ndarray | None = None) -> np.ndarray:
+    """Macro mAP of each resample ``rows[b]`` (row indices); NaN where no column has a positive.
+    ``labelled``: each column counts only its labelled rows (weight 0 elsewhere)."""
     y = np.asarray(y_true).astype(bool)
+    known = None if labelled is None else np.asarray(labelled, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     n, k = y.shape
     b = rows.shape[0]
@@ -176,7 +180,7 @@ def map_of_resamples(y_true: np.ndarray, scores: np.ndarray, rows: np.ndarray) -
         order = np.argsort(-s[:, j], kind="mergesort")
         sorted_scores = s[order, j]
         ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), n - 1]
-        w = weights[:, order]
+        w = weights[:, order] if known is None else weights[:, order] * known[order, j]
         tp = np.cumsum(w * y[order, j], axis=1)[:, ends]
         seen = np.cumsum(w, axis=1)[:, ends]
         positives = tp[:, -1]

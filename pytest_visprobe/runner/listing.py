@@ -2,7 +2,8 @@
 
 Datasets (targets, splits, options, and whether a real one is under the data root), probes
 and their metrics (the metric registry), transformations by family, and profiles with their
-datasets per probe role.
+datasets per probe role; under ``--visprobe-profile=paper`` also the conformance table
+(conformance.toml): per PROTOCOLS.md item, "as published" or what differs and why.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ def write_listing(out: TextIO, options: "RunSettings") -> None:
         out.write(f"{profile.name} -- {profile.description} ({profile.source})\n")
         for role, specs in profile.datasets.items():
             out.write(f"    {role}: {', '.join(specs)}\n")
+    if profile.name == "paper":
+        from pytest_visprobe.conformance import TABLE, write_table
+
+        _heading(out, f"conformance of the paper profile with PROTOCOLS.md ({TABLE.name})")
+        write_table(out)
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> str:

@@ -1,11 +1,13 @@
-"""Colour transformations: brightness, contrast, saturation, hue, grayscale, invert, posterize, solarize, ..."""
+"""Colour transformations: brightness, contrast, saturation, hue, grayscale, invert, posterize,
+palette quantisation, solarize, ... (palette quantisation sits beside posterize: both cut the
+number of colours, so splitting them across families leaked one into the other's held-out task)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from pytest_visprobe.datasets.transformations.common import builtin, _pil, _arr, _to_uint8, _either, _signed
+from pytest_visprobe.datasets.transformations.common import builtin, _pil, _arr, _quantized, _to_uint8, _either, _signed
 
 
 @builtin("brightness", "colour")
@@ -53,6 +55,12 @@ def invert(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def posterize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Keep [2, 3] bits per channel (PIL ImageOps.posterize)."""
     return _arr(ImageOps.posterize(_pil(image), int(rng.integers(2, 4))))
+
+
+@builtin("palette_quantize", "colour")
+def palette_quantize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """GIF-like palette of [4, 16] colours (maximum coverage, no dithering)."""
+    return _quantized(image, int(rng.integers(4, 17)))
 
 
 @builtin("solarize", "colour")

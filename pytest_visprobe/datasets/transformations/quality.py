@@ -1,4 +1,9 @@
-"""Quality transformations: JPEG, pixelate, downscale, palette quantisation."""
+"""Quality transformations: JPEG, pixelate, downscale (compression and resolution artefacts).
+
+Palette quantisation lives in colour.py beside posterize (both cut the colours); downscale
+resamples without a low-pass filter, so its artefact is aliasing and blocks, not the blur a
+bilinear round trip gives (which made it a member of the blur family in all but name).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pytest_visprobe.datasets.transformations.common import builtin, _pil, _arr, _resize, _quantized
+from pytest_visprobe.datasets.transformations.common import builtin, _pil, _arr, _resize
 
 
 @builtin("jpeg", "quality")
@@ -31,14 +36,9 @@ def pixelate(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 @builtin("downscale", "quality")
 def downscale(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Down by a factor in [2.5, 6] and back up (bilinear): a low-resolution upload."""
+    """Down by a factor in [2, 4] and back up, nearest-neighbour both ways: a low-resolution copy
+    shown enlarged, with its aliasing (pixels dropped, not averaged) and blocks, not a blur."""
     h, w = image.shape[:2]
-    f = rng.uniform(2.5, 6.0)
-    small = _resize(image, round(w / f), round(h / f), Image.Resampling.BILINEAR)
-    return _resize(small, w, h, Image.Resampling.BILINEAR)
-
-
-@builtin("palette_quantize", "quality")
-def palette_quantize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """GIF-like palette of [4, 16] colours (maximum coverage, no dithering)."""
-    return _quantized(image, int(rng.integers(4, 17)))
+    f = rng.uniform(2.0, 4.0)
+    small = _resize(image, max(1, round(w / f)), max(1, round(h / f)), Image.Resampling.NEAREST)
+    return _resize(small, w, h, Image.Resampling.NEAREST)
