@@ -17,7 +17,7 @@ from pytest_visprobe.kernels import dense
 from pytest_visprobe.kernels.regions import region_features
 from pytest_visprobe.mapped import is_mapped, map_tensor, release
 
-from tests.test_features import TinyEncoder, make_dataset
+from test_features import TinyEncoder, make_dataset
 
 CPU = torch.device("cpu")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.real_formats import VAW_ATTRIBUTES, write_vaw
+from real_formats import VAW_ATTRIBUTES, write_vaw
 
 
 def partial_labels(seed, n=120, a=6):
