@@ -151,8 +151,9 @@ def _load_timm(ref: EncoderRef) -> Encoder:
         f"Without internet access, pass a local weights file: --encoder=timm:{ref.target}@/path/"
         f"to/model.safetensors (or set HF_HUB_OFFLINE=1 with the weights in your HF cache)."
     )
-    # first with the classifier (the RPGD probe attacks the model's own head); a checkpoint
-    # whose head does not fit (another class count) is loaded again without it
+    # first with the classifier (the RPGD probe attacks the model's own head); when that fails
+    # (a checkpoint without classifier or with another class count) again without it, which
+    # reports the problem if there is one
     model = _create_timm(ref, kwargs, fix, quiet=True)
     if model is None:
         model = _create_timm(ref, kwargs | {"num_classes": 0}, fix, quiet=False)
@@ -180,7 +181,7 @@ def _create_timm(ref: EncoderRef, kwargs: dict[str, Any], fix: str, *, quiet: bo
         with report.listening():
             model = timm.create_model(ref.target, **kwargs)
     except Exception as exc:
-        if quiet and "size mismatch" in str(exc):  # the checkpoint's classifier has another shape
+        if quiet:  # e.g. a checkpoint without classifier, or with another class count
             return None
         raise EncoderLoadError(
             f"--encoder={ref.raw}: timm could not load pretrained weights ({type(exc).__name__}: "
