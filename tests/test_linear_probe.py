@@ -224,7 +224,7 @@ def test_label_probe_separable_clusters_is_perfect() -> None:
                                n_classes=6, config=LinearProbeConfig(), seed=0)
     assert metric.probe == "label_probe" and metric.metric == "top1"
     assert metric.value == 1.0
-    assert metric.chance == pytest.approx(1 / 6)
+    assert metric.chance == np.bincount(y[400:]).max() / 200  # the majority class's share of test
     assert head.weight_decay in LinearProbeConfig().weight_decays
 
 

@@ -115,7 +115,7 @@ def test_list_prints_everything_and_exits_without_torch(tmp_path):
     assert "cifar10 [label; splits train, test] -- present" in out
     assert "cifar100 [label; splits train, test] -- absent" in out
     assert "shapes [attributes, boxes, label, masks; splits train, test] -- embedded" in out
-    assert "label_probe" in out and "top1 (higher is better; chance: 1/K for K classes)" in out
+    assert "label_probe" in out and "top1 (higher is better; chance: the largest class's share of the test split" in out
     assert "geometry:" in out and "rotate" in out
     for profile in ("quick", "standard", "paper"):
         assert f"{profile} -- " in out

@@ -25,6 +25,7 @@ from pytest_visprobe.kernels.pgd import (  # noqa: E402
     AttackResult,
     NonDifferentiableEncoderError,
     attack_success,
+    default_target_shift,
     success_auc,
 )
 
@@ -198,14 +199,18 @@ def test_agrees_with_plain_torch_pgd(toy, preprocess, norm, targeted):
         targeted=targeted, n_classes=N_CLASSES, target_shift=shift, seed=0, batch_size=40,
     )
     with torch.no_grad():
-        correct = model(x).argmax(-1) == y
-    assert result.n_correct == int(correct.sum())
-    x0, y0 = x[correct], y[correct]
-    t0 = target[correct] if target is not None else None
+        pred = model(x).argmax(-1)
+    correct = pred == y
+    assert result.n_correct == int(correct.sum()) and result.n_images == len(y)
+    # untargeted: clean mistakes are successes without an attack; targeted: every image is attacked
+    pick = torch.ones_like(correct) if targeted else correct
+    x0, y0 = x[pick], y[pick]
+    t0 = target[pick] if target is not None else None
+    free = 0 if targeted else int((~correct).sum())
 
     for k, eps in enumerate(EPS[norm]):
         if eps == 0.0:
-            assert result.n_success[k] == 0
+            assert result.n_success[k] == (int((pred == target).sum()) if targeted else free)
             continue
         runs = torch.stack([
             plain_pgd_success(model, x0, y0, eps, norm=norm, steps=STEPS, rel_stepsize=REL,
@@ -213,7 +218,7 @@ def test_agrees_with_plain_torch_pgd(toy, preprocess, norm, targeted):
             for r in range(REF_SEEDS)
         ])
         p = runs.mean(dim=0)
-        expected = float(p.sum())
+        expected = float(p.sum()) + free
         sd = math.sqrt((1 + 1 / REF_SEEDS) * float((p * (1 - p)).sum()))
         tolerance = 4 * sd + 2
         got = result.n_success[k]
@@ -230,17 +235,20 @@ def test_reproduces_foolbox_attack_exactly(toy, norm, targeted):
     """With one ε per batch the kernel is foolbox's own PGD: same seed, same successes.
 
     foolbox runs ``LinfPGD``/``L2PGD`` once per ε from one RNG stream; with ``batch_size`` equal
-    to the number of correct images the kernel consumes the stream in the same order.
+    to the number of attacked images the kernel consumes the stream in the same order. Targeted,
+    every image is attacked (foolbox's count over all images); untargeted, the clean-correct
+    ones, and each clean mistake adds one success.
     """
     models, x, y = toy
     model = models[False]
     with torch.no_grad():
         correct = model(x).argmax(-1) == y
-    x0, y0 = x[correct], y[correct]
+    pick = torch.ones_like(correct) if targeted else correct
+    x0, y0 = x[pick], y[pick]
     eps = [e for e in EPS[norm] if e > 0]
     result = attack_success(
         model, x, y, norm=norm, epsilons=eps, steps=STEPS, rel_stepsize=REL, targeted=targeted,
-        n_classes=N_CLASSES, target_shift=1, seed=7, batch_size=int(correct.sum()),
+        n_classes=N_CLASSES, target_shift=1, seed=7, batch_size=int(pick.sum()),
     )
     attack_cls = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
     attack = attack_cls(rel_stepsize=REL, steps=STEPS, random_start=True)
@@ -249,7 +257,9 @@ def test_reproduces_foolbox_attack_exactly(toy, norm, targeted):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         _, _, success = attack(fb.PyTorchModel(model, bounds=(0, 1)), x0, criterion, epsilons=eps)
-    assert list(result.n_success) == success.sum(dim=1).tolist()
+    free = 0 if targeted else int((~correct).sum())
+    assert list(result.n_success) == [int(v) + free for v in success.sum(dim=1)]
+    assert list(result.success_rate) == [(int(v) + free) / len(y) for v in success.sum(dim=1)]
 
 
 def test_mixed_eps_batch_stays_in_each_ball(toy):
@@ -271,21 +281,31 @@ def test_mixed_eps_batch_stays_in_each_ball(toy):
 # --------------------------------------------------------------------------- known answers
 
 
-def test_eps_zero_is_zero_success_without_attacking(toy, monkeypatch):
+def test_eps_zero_is_the_clean_outcome_without_attacking(toy, monkeypatch):
+    """ε = 0: untargeted success is the clean error rate, targeted the share already predicted
+    as the target; labels with 10 deliberate mistakes, so both are non-zero."""
     models, x, y = toy
+    y = y.clone()
+    y[:10] = (y[:10] + 1) % N_CLASSES
 
     def no_attack(*args, **kwargs):
         raise AssertionError("ε = 0 must not run an attack")
 
     monkeypatch.setattr(robustness, "_pgd", no_attack)
-    for targeted in (False, True):
+    with torch.no_grad():
+        pred = models[False](x).argmax(-1)
+    error = float((pred != y).float().mean())
+    on_target = float((pred == (y + default_target_shift(N_CLASSES)) % N_CLASSES).float().mean())
+    assert error > 0 and on_target > 0
+    for targeted, expected in ((False, error), (True, on_target)):
         result = attack_success(
             models[False], x, y, norm="linf", epsilons=[0.0], steps=STEPS, rel_stepsize=REL,
             targeted=targeted, n_classes=N_CLASSES,
         )
-        assert result.success_rate == (0.0,) and result.n_success == (0,)
+        assert result.success_rate == (expected,) and result.n_success == (round(expected * 64),)
         assert result.robust_accuracy == (result.clean_accuracy,)
-        assert result.auc == 0.0
+        assert result.clean_accuracy == pytest.approx(1 - error)
+        assert result.auc == expected
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -305,12 +325,16 @@ def test_huge_eps_gives_near_full_success(toy, norm, targeted):
         models[False], x, y, norm=norm, epsilons=[0.0, eps], steps=100, rel_stepsize=0.025,
         targeted=targeted, n_classes=N_CLASSES,
     )
-    assert result.success_rate[0] == 0.0
+    with torch.no_grad():
+        pred = models[False](x).argmax(-1)
+    hit = pred == (y + default_target_shift(N_CLASSES)) % N_CLASSES if targeted else pred != y
+    assert result.success_rate[0] == float(hit.float().mean())
     assert result.success_rate[1] >= 0.95, result
 
 
-def test_only_correct_images_count(toy):
-    """Misclassified images are not attacked: they lower clean and robust accuracy only."""
+def test_clean_mistakes_count_as_untargeted_successes(toy):
+    """Every image is in the denominator; a clean mistake is a success at every ε (the study's
+    count over all 1,000 images). The clean-correct-only rate is kept beside it."""
     models, x, y = toy
     y_bad = y.clone()
     y_bad[:10] = (y_bad[:10] + 1) % N_CLASSES  # 10 labels the model now gets "wrong"
@@ -319,30 +343,44 @@ def test_only_correct_images_count(toy):
         rel_stepsize=REL, targeted=False, n_classes=N_CLASSES,
     )
     with torch.no_grad():
-        n_correct = int((models[False](x).argmax(-1) == y_bad).sum())
-    assert result.n_images == 64 and result.n_correct == n_correct
+        correct = models[False](x).argmax(-1) == y_bad
+    n_correct = int(correct.sum())
+    n_wrong = 64 - n_correct
+    assert n_wrong >= 10 and result.n_images == 64 and result.n_correct == n_correct
     assert result.clean_accuracy == n_correct / 64
+    assert result.success_rate[0] == n_wrong / 64  # ε = 0: the clean error rate
+    assert list(result.attacked) == correct.nonzero().flatten().tolist()
     for k in range(len(EPS["linf"])):
-        assert result.success_rate[k] == result.n_success[k] / n_correct
-        # untargeted: an attacked image is robust exactly when the attack failed
-        assert result.robust_accuracy[k] == (n_correct - result.n_success[k]) / 64
+        assert result.n_success[k] >= n_wrong
+        assert result.success_rate[k] == result.n_success[k] / 64
+        assert all(result.success_by_image[i][k] for i in range(64) if not correct[i])
+        assert result.success_rate_clean_correct[k] == (result.n_success[k] - n_wrong) / n_correct
+        # untargeted: an image is robust exactly when it is not a success
+        assert result.robust_accuracy[k] == (64 - result.n_success[k]) / 64
 
 
-def test_no_correct_image_is_an_error(toy):
+def test_no_correct_image_is_full_untargeted_success(toy, monkeypatch):
     models, x, y = toy
     with torch.no_grad():
         wrong = (models[False](x).argmax(-1) + 1) % N_CLASSES
-    with pytest.raises(ValueError, match="none of the 64 images"):
-        attack_success(models[False], x, wrong, norm="l2", epsilons=[0.5], steps=2,
-                       rel_stepsize=0.5, targeted=False, n_classes=N_CLASSES)
+    monkeypatch.setattr(robustness, "_pgd", lambda *a, **k: pytest.fail("nothing to attack"))
+    result = attack_success(models[False], x, wrong, norm="l2", epsilons=[0.0, 0.5], steps=2,
+                            rel_stepsize=0.5, targeted=False, n_classes=N_CLASSES)
+    assert result.success_rate == (1.0, 1.0) and result.robust_accuracy == (0.0, 0.0)
+    assert result.success_rate_clean_correct is None and result.attacked == ()
 
 
-def test_targeted_shift_seeded_and_recorded(toy):
+@pytest.mark.parametrize("n_classes,shift", [(1000, 800), (10, 8), (100, 80), (4, 3), (3, 2), (2, 1)])
+def test_default_target_shift_is_the_study_rule(n_classes, shift):
+    """(label + 800) mod 1000 on ImageNet; round(0.8 K) elsewhere, never 0 mod K."""
+    assert default_target_shift(n_classes) == shift
+
+
+def test_targeted_shift_recorded_and_used(toy):
     models, x, y = toy
     kwargs = dict(norm="linf", epsilons=[0.0], steps=1, rel_stepsize=1.0, n_classes=N_CLASSES)
-    shifts = {attack_success(models[False], x, y, targeted=True, seed=s, **kwargs).target_shift
-              for s in range(20)}
-    assert shifts <= {1, 2, 3} and len(shifts) > 1  # seeded, never 0 mod n_classes
+    assert {attack_success(models[False], x, y, targeted=True, seed=s, **kwargs).target_shift
+            for s in range(3)} == {3}  # the rule, not the seed
     assert attack_success(models[False], x, y, targeted=False, **kwargs).target_shift is None
     assert attack_success(models[False], x, y, targeted=True, target_shift=6, **kwargs).target_shift == 2
     with pytest.raises(ValueError, match="0 mod n_classes"):
@@ -480,14 +518,14 @@ def test_per_image_outcomes_add_up_to_the_counts(toy, targeted):
                             rel_stepsize=REL, targeted=targeted, n_classes=N_CLASSES, batch_size=40)
     with torch.no_grad():
         correct = (models[False](x).argmax(-1) == y).nonzero().flatten().tolist()
-    assert list(result.attacked) == correct
-    assert len(result.success_by_image) == result.n_correct and len(result.robust_by_image) == result.n_images
+    assert list(result.attacked) == (list(range(64)) if targeted else correct)
+    assert len(result.success_by_image) == len(result.robust_by_image) == result.n_images
     for k in range(len(EPS["linf"])):
         assert sum(row[k] for row in result.success_by_image) == result.n_success[k]
         assert sum(row[k] for row in result.robust_by_image) == round(result.robust_accuracy[k] * result.n_images)
         assert not any(result.robust_by_image[i][k] for i in range(result.n_images) if i not in correct)
-        if not targeted:  # untargeted: an attacked image is robust exactly when the attack failed
-            assert all(result.robust_by_image[i][k] != s[k] for i, s in zip(correct, result.success_by_image))
+        if not targeted:  # untargeted: an image is robust exactly when it is not a success
+            assert all(r[k] != s[k] for r, s in zip(result.robust_by_image, result.success_by_image))
 
 
 def test_each_module_keeps_its_own_mode(toy):

@@ -1,4 +1,4 @@
-"""The RPGD probe (encoder + label head under attack) and the robustness suite end to end.
+"""The RPGD probe (encoder + classifier under attack) and the robustness suite end to end.
 
 The attack kernel is checked against foolbox and a plain-torch PGD loop in
 test_robustness_kernel.py (not named test_robustness.py: the pytester runs below import the
@@ -119,6 +119,21 @@ def test_attacked_images_are_a_seeded_subset_with_their_labels(toy):
     assert sorted(everything.tolist()) == list(range(len(test)))
 
 
+def test_default_images_are_the_studys_permutation(toy):
+    """``np.random.seed(42); np.random.permutation(n)[:N]``, replayed on the global RNG."""
+    _, _, test = toy
+    state = np.random.get_state()
+    try:
+        np.random.seed(42)
+        expected = np.random.permutation(len(test))[:10]
+    finally:
+        np.random.set_state(state)
+    _, _, order = attack_images(test, n_images=10)
+    assert order.tolist() == expected.tolist()
+    (auc, _) = _probe(toy, n_images=10, linf_epsilons=(0.0,), linf_robust_epsilon=0.0)
+    assert auc.details["n_images"] == 10
+
+
 def test_attack_size_encoder_resizes_before_attacking(toy):
     (auc, robust) = _probe(toy, attack_size="encoder")
     assert auc.details["image_size"] == [12, 12]
@@ -154,9 +169,16 @@ def test_gradients_flow_through_the_encoders_preprocessing(toy):
 
 
 @pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
-def test_eps_zero_gives_zero_success(toy, targeted):
+def test_eps_zero_gives_the_clean_outcome(toy, targeted):
+    """ε = 0: untargeted success = clean error; targeted = share already predicted as the target."""
+    encoder, head, test = toy
     auc, robust = _probe(toy, targeted=targeted, linf_epsilons=(0.0,), linf_robust_epsilon=0.0)
-    assert auc.value == 0.0 and auc.details["success_rate"] == [0.0] and auc.details["n_success"] == [0]
+    x, y, _ = attack_images(test, n_images=FAST["n_images"])
+    with torch.no_grad():
+        pred = head.logits(encoder.embed(x)).argmax(1)
+    hit = pred == (y + 2) % N_CLASSES if targeted else pred != y  # round(0.8 · 3) = 2
+    assert auc.value == float(hit.double().mean()) and auc.details["success_rate"] == [auc.value]
+    assert auc.details["n_success"] == [int(hit.sum())]
     assert robust.value == auc.details["clean_accuracy"] == robust.details["clean_accuracy"]
 
 
@@ -173,7 +195,9 @@ def test_eps_covering_the_pixel_box_gives_near_full_success(toy, norm, targeted)
     auc, robust = _probe(toy, norm=norm, targeted=targeted, steps=100, rel_stepsize=0.025, **config)
     d = auc.details
     assert d["n_attacked"] >= 0.9 * d["n_images"]
-    assert d["success_rate"][0] == 0.0 and d["success_rate"][1] >= 0.95
+    assert d["success_rate"][1] >= 0.95
+    if not targeted:
+        assert d["success_rate"][0] == pytest.approx(1 - d["clean_accuracy"])
     assert robust.value <= 0.05 + (1 - d["clean_accuracy"])
     assert auc.value == pytest.approx(d["success_rate"][1] / 2)  # trapezoid over two ε positions
 
@@ -187,14 +211,15 @@ def test_metrics_carry_curve_counts_and_direction(toy):
     assert auc.spec.higher_is_better is False and robust.spec.higher_is_better is True
     d = auc.details
     assert d["epsilons"] == list(config.l2_epsilons) and len(d["success_rate"]) == len(d["epsilons"])
-    assert d["success_rate"] == [s / d["n_attacked"] for s in d["n_success"]]
-    assert d["n_attacked"] == round(d["clean_accuracy"] * d["n_images"]) and d["n_images"] == FAST["n_images"]
-    assert d["norm"] == "l2" and d["targeted"] is True and 1 <= d["target_shift"] < N_CLASSES
+    assert d["success_rate"] == [s / d["n_images"] for s in d["n_success"]]
+    assert d["n_attacked"] == d["n_images"] == FAST["n_images"]  # targeted: every image is attacked
+    assert d["norm"] == "l2" and d["targeted"] is True and d["target_shift"] == 2
+    assert "linear head" in d["classifier"] and len(d["success_rate_clean_correct"]) == len(d["epsilons"])
     k = d["epsilons"].index(config.l2_robust_epsilon)
     assert robust.details["epsilon"] == config.l2_robust_epsilon and robust.value == d["robust_accuracy"][k]
     assert all(b >= a for a, b in zip(d["success_rate"], d["success_rate"][1:]))  # a toy this easy: monotone
-    # per-sample scores (for bootstrap intervals): one per attacked / per image, mean = the value
-    assert auc.per_sample.shape == (d["n_attacked"],) and robust.per_sample.shape == (d["n_images"],)
+    # per-sample scores (for bootstrap intervals): one per image, mean = the value
+    assert auc.per_sample.shape == robust.per_sample.shape == (d["n_images"],)
     assert auc.per_sample.mean() == pytest.approx(auc.value, abs=1e-12)
     assert robust.per_sample.mean() == pytest.approx(robust.value, abs=1e-12)
     assert set(np.unique(robust.per_sample)) <= {0.0, 1.0}
@@ -215,7 +240,8 @@ def test_non_differentiable_encoder_is_a_clear_error_not_zero_success(toy):
         ({"l2_epsilons": (0.0, 1.0, 0.5), "l2_robust_epsilon": 0.5}, "strictly increasing"),
         ({"linf_epsilons": ()}, "non-empty"),
         ({"steps": 0}, "greater than 0"),
-        ({"attack_size": "model"}, "'dataset' or 'encoder'"),
+        ({"attack_size": "model"}, "'dataset', 'encoder' or 'study'"),
+        ({"classifier": "mlp"}, "'auto', 'own' or 'linear'"),
         ({"epsilon": 0.1}, "Extra inputs are not permitted"),
     ],
 )
@@ -276,8 +302,12 @@ def test_suite_records_curves_directions_and_plot(suite):
             robust = records[f"{norm}_{criterion}_robust_accuracy"]
             assert auc["higher_is_better"] is False and robust["higher_is_better"] is True
             d = auc["details"]
-            assert d["epsilons"] == list(quick.epsilons(norm)) and d["success_rate"][0] == 0.0
-            assert d["n_images"] == quick.n_images and 0 < d["n_attacked"] <= d["n_images"]
+            assert d["epsilons"] == list(quick.epsilons(norm)) and d["n_images"] == quick.n_images
+            if criterion == "untargeted":  # ε = 0: the clean error rate
+                assert d["success_rate"][0] == pytest.approx(1 - d["clean_accuracy"])
+                assert d["n_attacked"] == round(d["clean_accuracy"] * d["n_images"])
+            else:
+                assert d["n_attacked"] == d["n_images"]
             assert 0.0 <= auc["value"] <= 1.0 and robust["details"]["epsilon"] == quick.robust_epsilon(norm)
     assert records["l2_untargeted_success_auc"]["passed"] is True
     # the label head came from the two cached feature sets (train, test), fetched once

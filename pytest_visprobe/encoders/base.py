@@ -20,11 +20,15 @@ class Encoder(nn.Module):
     """Base class for encoders. Subclass and implement ``embed`` (and ``feature_map`` if you can).
 
     ``name`` labels the encoder; ``input_size`` is the ``(H, W)`` it prefers, or ``None`` for
-    "as given"; ``fingerprint()`` keys the feature cache.
+    "as given"; ``fingerprint()`` keys the feature cache. A model that has a classifier of its
+    own (an ImageNet-1k head) may implement ``classify`` and set ``classifier_classes``: the RPGD
+    probe attacks it, as the study attacked supervised models through their own heads.
     """
 
     name: str = "encoder"
     input_size: tuple[int, int] | None = None
+    #: the number of logits ``classify`` returns; ``None``: no classifier of its own
+    classifier_classes: int | None = None
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """``[N, 3, H, W]`` in [0, 1] → ``[N, D]`` pooled embedding."""
@@ -33,6 +37,11 @@ class Encoder(nn.Module):
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, 3, H, W]`` in [0, 1] → ``[N, C, h, w]`` spatial features (optional)."""
         raise NotImplementedError(f"{type(self).__name__} has no feature_map()")
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` in [0, 1] → ``[N, classifier_classes]`` logits of the model's own
+        classifier (optional; differentiable, like ``embed``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no classifier of its own")
 
     @property
     def has_feature_map(self) -> bool:
@@ -93,7 +102,10 @@ class ModuleEncoder(Encoder):
 
     4-D outputs are average-pooled, 3-D token outputs are averaged over tokens; the spatial
     map comes from ``map_fn``, else from ``default_map_fn(module)`` (timm/open_clip
-    intermediates, ``forward_features``, or the last 4-D activation).
+    intermediates, ``forward_features``, or the last 4-D activation). The model's own logits, when
+    it has a classifier, come from ``classify_fn`` (on normalised images), or from ``classifier``
+    applied to the raw ``embed_fn``/module output (a head detached from the module, e.g.
+    torchvision's last ``Linear``); a timm module with a classifier gets ``classify_fn = module``.
     """
 
     def __init__(
@@ -108,6 +120,9 @@ class ModuleEncoder(Encoder):
         embed_fn: Callable[[torch.Tensor], Any] | None = None,
         map_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         text_fn: Callable[[list[str]], torch.Tensor] | None = None,
+        classify_fn: Callable[[torch.Tensor], Any] | None = None,
+        classifier: nn.Module | None = None,
+        classifier_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.module = module
@@ -123,6 +138,12 @@ class ModuleEncoder(Encoder):
         # a plain callable, not a submodule: the fingerprint keys the cached *image* features, so
         # the text tower's weights stay out of the state dict
         self._text_fn = text_fn
+        self.classifier = classifier
+        if classify_fn is None and classifier is None and embed_fn is None:
+            classify_fn, classifier_classes = default_classify_fn(module) or (None, None)
+        self._classify_fn = classify_fn
+        self.classifier_classes = (int(classifier_classes) if classifier_classes is not None
+                                   and (classify_fn is not None or classifier is not None) else None)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -150,6 +171,15 @@ class ModuleEncoder(Encoder):
             out = out.mean(dim=1)
         return out
 
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        if self.classifier_classes is None:
+            raise NotImplementedError(f"{self.name} has no classifier of its own")
+        x = self.preprocess(images)
+        if self._classify_fn is not None:
+            return _first_tensor(self._classify_fn(x), self.name)
+        embed_fn = self.module if self._embed_fn is None else self._embed_fn
+        return self.classifier(_first_tensor(embed_fn(x), self.name))
+
     @property
     def has_feature_map(self) -> bool:
         return self._map_fn is not None
@@ -167,6 +197,16 @@ class ModuleEncoder(Encoder):
         if self._map_fn is None:
             raise NotImplementedError(f"{self.name} has no feature_map()")
         return _first_tensor(self._map_fn(self.preprocess(images)), self.name)
+
+
+def default_classify_fn(module: nn.Module) -> tuple[Callable[[torch.Tensor], Any], int] | None:
+    """``(module, its class count)`` for a timm model whose classifier is intact (its forward
+    returns the logits), else ``None``."""
+    kind = type(module).__module__.split(".")[0]
+    n_classes = getattr(module, "num_classes", 0)
+    if kind == "timm" and callable(getattr(module, "forward_head", None)) and isinstance(n_classes, int) and n_classes > 0:
+        return module, n_classes
+    return None
 
 
 # --------------------------------------------------------------------------- feature maps

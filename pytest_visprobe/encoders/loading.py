@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import hashlib
 import importlib.util
 import inspect
@@ -141,7 +142,7 @@ def _load_timm(ref: EncoderRef) -> Encoder:
             f"--encoder={ref.raw}: timm has no model {ref.target!r}.{hint} "
             f"See timm.list_models('*pattern*')."
         )
-    kwargs: dict[str, Any] = {"pretrained": True, "num_classes": 0}
+    kwargs: dict[str, Any] = {"pretrained": True}
     if ref.weights:
         kwargs["pretrained_cfg_overlay"] = {"file": str(Path(ref.weights).resolve())}
     fix = (
@@ -150,23 +151,14 @@ def _load_timm(ref: EncoderRef) -> Encoder:
         f"Without internet access, pass a local weights file: --encoder=timm:{ref.target}@/path/"
         f"to/model.safetensors (or set HF_HUB_OFFLINE=1 with the weights in your HF cache)."
     )
-    report = _TimmLoadReport()
-    try:
-        with report.listening():
-            model = timm.create_model(ref.target, **kwargs)
-    except Exception as exc:
-        raise EncoderLoadError(
-            f"--encoder={ref.raw}: timm could not load pretrained weights ({type(exc).__name__}: "
-            f"{_short(exc)}). {fix}"
-        ) from exc
-    if report.problems:
-        # timm loads non-strictly once the classifier is dropped (num_classes=0), so a file of the
-        # wrong architecture, or no weights at all, would otherwise give a silently random model
-        raise EncoderLoadError(
-            f"--encoder={ref.raw}: timm did not load {ref.target}'s weights: "
-            f"{_short(' '.join(report.problems))} {fix}"
-        )
+    # first with the classifier (the RPGD probe attacks the model's own head); when that fails
+    # (a checkpoint without classifier or with another class count) again without it, which
+    # reports the problem if there is one
+    model = _create_timm(ref, kwargs, fix, quiet=True)
+    if model is None:
+        model = _create_timm(ref, kwargs | {"num_classes": 0}, fix, quiet=False)
     cfg = timm.data.resolve_model_data_config(model)
+    has_head = isinstance(getattr(model, "num_classes", 0), int) and model.num_classes > 0
     return ModuleEncoder(
         model,
         name=ref.id,
@@ -174,7 +166,43 @@ def _load_timm(ref: EncoderRef) -> Encoder:
         mean=cfg["mean"],
         std=cfg["std"],
         interpolation=cfg.get("interpolation", "bicubic"),
+        embed_fn=functools.partial(_timm_pre_logits, model) if has_head else None,
+        classify_fn=model if has_head else None,
+        classifier_classes=model.num_classes if has_head else None,
     )
+
+
+def _create_timm(ref: EncoderRef, kwargs: dict[str, Any], fix: str, *, quiet: bool) -> nn.Module | None:
+    """``timm.create_model`` with its weights checked; ``quiet``: ``None`` instead of an error."""
+    import timm
+
+    report = _TimmLoadReport()
+    try:
+        with report.listening():
+            model = timm.create_model(ref.target, **kwargs)
+    except Exception as exc:
+        if quiet:  # e.g. a checkpoint without classifier, or with another class count
+            return None
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: timm could not load pretrained weights ({type(exc).__name__}: "
+            f"{_short(exc)}). {fix}"
+        ) from exc
+    if report.problems:
+        if quiet:
+            return None
+        # timm loads non-strictly once the classifier is dropped (num_classes=0), so a file of the
+        # wrong architecture, or no weights at all, would otherwise give a silently random model
+        raise EncoderLoadError(
+            f"--encoder={ref.raw}: timm did not load {ref.target}'s weights: "
+            f"{_short(' '.join(report.problems))} {fix}"
+        )
+    return model
+
+
+def _timm_pre_logits(model: nn.Module, x):
+    """The embedding of a timm model with its classifier: the classifier's input (what the same
+    model built with ``num_classes=0`` returns)."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
 class _TimmLoadReport(logging.Handler):

@@ -2,8 +2,9 @@
 
 WEIGHTS is a member of the model's weights enum (``IMAGENET1K_V2``; default ``DEFAULT``) or a
 local state-dict file (loaded strictly, preprocessing from the DEFAULT enum). The embedding is
-the classifier's input (the last ``Linear`` is replaced by an identity); the feature map is the
-last stage's activation (ViTs: patch tokens as a grid). torch is imported only on load.
+the classifier's input (the last ``Linear`` is replaced by an identity and kept as the encoder's
+own classifier, ``classify``); the feature map is the last stage's activation (ViTs: patch
+tokens as a grid). torch is imported only on load.
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def load_torchvision(ref: EncoderRef):
         ) from exc
     head = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
     parent, _, leaf = head.rpartition(".")
+    classifier = model.get_submodule(head)  # kept: the RPGD probe attacks the ImageNet head
     setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
     transforms = meta.transforms()
     crop = transforms.crop_size
     map_fn = functools.partial(_vit_map, model) if isinstance(model, torchvision.models.VisionTransformer) else None
     return ModuleEncoder(model.eval(), name=ref.id, input_size=(crop[0], crop[-1]), mean=transforms.mean,
-                         std=transforms.std, interpolation=transforms.interpolation.value, map_fn=map_fn)
+                         std=transforms.std, interpolation=transforms.interpolation.value, map_fn=map_fn,
+                         classifier=classifier.eval(), classifier_classes=classifier.out_features)
 
 
 def _enum_member(ref: EncoderRef, enum):

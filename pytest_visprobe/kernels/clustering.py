@@ -63,6 +63,11 @@ class ClusteringResult:
     greedy_correct: np.ndarray = field(default=None, repr=False, compare=False)
     hungarian_correct: np.ndarray = field(default=None, repr=False, compare=False)
     clusters: np.ndarray = field(default=None, repr=False, compare=False)  # cluster id per sample
+    #: chance levels (:func:`permutation_chance`): the two accuracies a random partition with
+    #: the same cluster sizes scores on average, and how many permutations estimated them
+    greedy_chance: float | None = None
+    hungarian_chance: float | None = None
+    chance_permutations: int = 0
 
 
 def _as_features(x: np.ndarray) -> np.ndarray:
@@ -411,6 +416,26 @@ def hungarian_match_correct(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return _correct(true, pred, classes, clusters, class_of_cluster)
 
 
+def permutation_chance(true: np.ndarray, pred: np.ndarray, *, n_permutations: int = 100,
+                       seed: int = 0) -> tuple[float, float]:
+    """Expected greedy and Hungarian matched accuracy of a random partition with ``pred``'s
+    cluster sizes, estimated by scoring ``n_permutations`` seeded shuffles of ``pred``.
+
+    Both matchings pick the best-looking class for each cluster, so a partition independent of
+    the labels scores above 1/k (more so with few samples per class); this is its chance level.
+    """
+    if int(n_permutations) < 1:
+        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    true, pred = np.asarray(true), np.asarray(pred)
+    rng = np.random.default_rng([int(seed), 0xC4A2CE])
+    greedy = hungarian = 0.0
+    for _ in range(int(n_permutations)):
+        shuffled = rng.permutation(pred)
+        greedy += greedy_match_accuracy(true, shuffled)
+        hungarian += hungarian_match_accuracy(true, shuffled)
+    return greedy / n_permutations, hungarian / n_permutations
+
+
 def clustering_scores(
     x: np.ndarray,
     y: np.ndarray,
@@ -418,6 +443,7 @@ def clustering_scores(
     seed: int = 0,
     affinity: str = "auto",
     n_neighbors: int | None = None,
+    chance_permutations: int = 100,
 ) -> ClusteringResult:
     """Spectral-cluster features with k = number of distinct labels and score the partition."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -430,6 +456,7 @@ def clustering_scores(
     kind = resolve_affinity(x.shape[0], affinity)
     pred = spectral_clusters(x, n_classes, seed=seed, affinity=kind, n_neighbors=n_neighbors)
     greedy, hungarian = greedy_match_correct(y, pred), hungarian_match_correct(y, pred)
+    greedy_chance, hungarian_chance = permutation_chance(y, pred, n_permutations=chance_permutations, seed=seed)
     return ClusteringResult(
         n_samples=int(x.shape[0]),
         n_clusters=n_classes,
@@ -441,4 +468,7 @@ def clustering_scores(
         greedy_correct=greedy,
         hungarian_correct=hungarian,
         clusters=np.asarray(pred),
+        greedy_chance=greedy_chance,
+        hungarian_chance=hungarian_chance,
+        chance_permutations=int(chance_permutations),
     )

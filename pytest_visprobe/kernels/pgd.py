@@ -2,14 +2,19 @@
 
 Protocol (PROTOCOLS.md §A, Robustness): foolbox 3 ``LinfPGD`` / ``L2PGD`` with random start,
 bounds (0, 1), cross-entropy loss, step = ``rel_stepsize · ε``, untargeted
-(``Misclassification``) or targeted (``TargetedMisclassification``, target = label shifted by a
-fixed seeded amount). Only images the clean model classifies correctly are attacked; the
-success rate at ε is the fraction of them whose ε-clipped adversarial meets the criterion.
-Lower success means a more robust encoder.
+(``Misclassification``) or targeted (``TargetedMisclassification``, target = ``(label + shift)
+mod K``, the study's shift 800 for ImageNet's 1,000 classes, :func:`default_target_shift`).
+The success rate at ε is the fraction of **all** images whose ε-clipped adversarial meets the
+criterion, as the study divides by all 1,000 images: an image the clean model already gets
+wrong is an untargeted success at every ε (it is not attacked), so untargeted success at ε = 0
+is the clean error rate; for a targeted attack every image is attacked, and at ε = 0 success is
+the share whose clean prediction is already the target. The rate over the clean-correct images
+only (the previous definition) is kept as ``success_rate_clean_correct``. Lower success means
+a more robust encoder.
 
 Speed: foolbox's ``FixedEpsilonAttack.__call__`` runs one attack per ε on a batch of images.
 Here every (image, ε) pair is one sample and a batch mixes ε values, so a batch is always full
-whatever the number of correct images per ε (``benchmarks/bench_attack.py`` measures the gain).
+whatever the number of attacked images per ε (``benchmarks/bench_attack.py`` measures the gain).
 foolbox's PGD accepts only a scalar ε, so :func:`_pgd` replays foolbox's
 ``BaseGradientDescent.run`` step for step — foolbox's loss, gradient, gradient normalisation,
 optimizer and random-start sampler — with ε, step size, projection and final clipping taken
@@ -47,10 +52,12 @@ class NonDifferentiableEncoderError(EncoderOutputError):
 class AttackResult:
     """Attack success per ε for one norm and criterion.
 
-    ``success_rate[k]`` and ``n_success[k]`` count only the ``n_correct`` images the clean model
-    gets right; ``robust_accuracy[k]`` is over all ``n_images`` (still classified as the true
-    label after the attack at ε). ``success_rate`` and ``auc``: lower is more robust;
-    ``robust_accuracy``: higher is more robust.
+    ``success_rate[k]`` and ``n_success[k]`` count over all ``n_images`` (a clean mistake is an
+    untargeted success at every ε; targeted, every image is attacked); ``success_rate_clean_correct``
+    over the ``n_correct`` images the clean model gets right (``None`` when there are none);
+    ``robust_accuracy[k]`` over all ``n_images`` (still classified as the true label after the
+    attack at ε). ``success_rate`` and ``auc``: lower is more robust; ``robust_accuracy``:
+    higher is more robust.
 
     ``auc`` is the trapezoid area under success rate plotted against the *position* of ε in
     ``epsilons`` (points equally spaced, x from 0 to 1), i.e.
@@ -68,7 +75,7 @@ class AttackResult:
     steps: int
     rel_stepsize: float
     seed: int
-    target_shift: int | None  # the label shift used for targets; None when untargeted
+    target_shift: int | None  # target = (label + target_shift) mod n_classes; None when untargeted
     n_images: int
     n_correct: int
     clean_accuracy: float
@@ -76,12 +83,20 @@ class AttackResult:
     success_rate: tuple[float, ...]
     robust_accuracy: tuple[float, ...]
     auc: float
-    #: per-image outcomes (for bootstrap intervals): ``success_by_image[i][k]`` for the i-th
-    #: attacked image, whose index in the images given is ``attacked[i]``; ``robust_by_image[i][k]``
-    #: for every image (a misclassified image is never robust)
+    success_rate_clean_correct: tuple[float, ...] | None = None
+    #: indices (into the images given) of the images PGD ran on: all of them when targeted, the
+    #: clean-correct ones when untargeted (the others are successes without an attack)
     attacked: tuple[int, ...] = ()
+    #: per-image outcomes (for bootstrap intervals), one row per image given:
+    #: ``success_by_image[i][k]`` and ``robust_by_image[i][k]`` (a misclassified image is never robust)
     success_by_image: tuple[tuple[bool, ...], ...] = ()
     robust_by_image: tuple[tuple[bool, ...], ...] = ()
+
+
+def default_target_shift(n_classes: int) -> int:
+    """The targeted attack's label shift: the study's 800 for 1,000 classes, ``round(0.8·K)`` in
+    general, kept in ``1 … K − 1`` (so 1 for two classes) so no target is the true label."""
+    return min(max(int(round(0.8 * int(n_classes))), 1), int(n_classes) - 1)
 
 
 def attack_success(
@@ -99,61 +114,55 @@ def attack_success(
     seed: int = 0,
     batch_size: int = 64,
 ) -> AttackResult:
-    """Run random-start PGD at every ε and return success rates over correctly classified images.
+    """Run random-start PGD at every ε and return success rates over all images.
 
     ``model`` maps float images in [0, 1] ``[N, 3, H, W]`` to logits ``[N, n_classes]`` (encoder
-    with its own preprocessing, then a linear head). ``images`` may live on any device; batches
+    with its own preprocessing, then a classifier). ``images`` may live on any device; batches
     are moved to the model's device. ``batch_size`` counts (image, ε) pairs per forward pass,
     so peak memory is that of one PGD step on ``batch_size`` images. ``target_shift`` (targeted
-    only) defaults to a shift in ``1 … n_classes - 1`` drawn from ``seed``. The same inputs,
-    seed and ``batch_size`` give the same result on the same device (random starts are drawn
-    batch by batch from one stream seeded with ``seed``; CUDA kernels that are themselves
-    non-deterministic can still flip a gradient sign); the global torch RNG is left untouched.
+    only) defaults to :func:`default_target_shift`. The same inputs, seed and ``batch_size`` give
+    the same result on the same device (random starts are drawn batch by batch from one stream
+    seeded with ``seed``; CUDA kernels that are themselves non-deterministic can still flip a
+    gradient sign); the global torch RNG is left untouched.
 
     Raises :class:`NonDifferentiableEncoderError` before attacking when the input gradient is
-    missing, zero everywhere or not finite, and ``ValueError`` for bad arguments or when the
-    clean model gets no image right (success rate undefined).
+    missing, zero everywhere or not finite, and ``ValueError`` for bad arguments.
     """
     import torch
 
     eps = _check_epsilons(epsilons)
     _check_args(norm, steps, rel_stepsize, n_classes, batch_size)
     x_all, y_all = _as_tensors(images, labels, n_classes)
-    shift = _target_shift(targeted, target_shift, n_classes, seed)
+    shift = _target_shift(targeted, target_shift, n_classes)
     device = _model_device(model, x_all)
 
     with _attack_mode(model), torch.inference_mode(False), torch.enable_grad():
         pred = _predict(model, x_all, n_classes, batch_size, device)
         correct = pred == y_all
         n_images, n_correct = int(y_all.numel()), int(correct.sum())
-        if n_correct == 0:
-            raise ValueError(
-                f"the clean model classifies none of the {n_images} images correctly, so attack "
-                "success is undefined. Check that the linear head was trained on this encoder's "
-                "features and that the labels use the head's class indices."
-            )
-        idx = torch.nonzero(correct).flatten()
-        _check_differentiable(model, x_all[idx[:8]].to(device))
-
-        n_success = [0] * len(eps)
-        n_robust = [n_correct] * len(eps)  # at ε = 0 every correct image stays correct
-        hits = torch.zeros(len(eps), n_correct, dtype=torch.bool)
-        stays = torch.ones(len(eps), n_correct, dtype=torch.bool)
+        # untargeted, a clean mistake is already a success at every ε (not attacked); targeted,
+        # every image must reach its target
+        idx = torch.arange(n_images) if shift is not None else torch.nonzero(correct.cpu()).flatten()
+        # ε = 0: the clipped adversarial is the clean image (foolbox's PGD does not move)
+        clean_hit = (pred == (y_all + shift) % n_classes) if shift is not None else ~correct
+        hits = clean_hit.cpu().unsqueeze(0).repeat(len(eps), 1)
+        robust = correct.cpu().unsqueeze(0).repeat(len(eps), 1)
         live = [k for k, e in enumerate(eps) if e > 0.0]
-        if live:
-            ok = _attack_pairs(
-                model, x_all, y_all, idx, [eps[k] for k in live],
+        if live and idx.numel():
+            _check_differentiable(model, x_all[idx[:8].to(x_all.device)].to(device))
+            hit_pairs, robust_pairs = _attack_pairs(
+                model, x_all, y_all, idx.to(x_all.device), [eps[k] for k in live],
                 norm=norm, steps=steps, rel_stepsize=rel_stepsize, shift=shift,
                 n_classes=n_classes, seed=seed, batch_size=batch_size, device=device,
             )
             for j, k in enumerate(live):
-                n_success[k] = int(ok[0][j])
-                n_robust[k] = int(ok[1][j])
-                hits[k], stays[k] = ok[2][j], ok[3][j]
+                hits[k, idx], robust[k, idx] = hit_pairs[j], robust_pairs[j]
 
-    robust = torch.zeros(len(eps), n_images, dtype=torch.bool)
-    robust[:, idx.cpu()] = stays
-    success_rate = tuple(s / n_correct for s in n_success)
+    n_success = tuple(int(v) for v in hits.sum(dim=1))
+    success_rate = tuple(s / n_images for s in n_success)
+    correct_cpu = correct.cpu()
+    clean_correct = (tuple(float(v) / n_correct for v in hits[:, correct_cpu].sum(dim=1))
+                     if n_correct else None)
     return AttackResult(
         norm=norm,
         targeted=bool(targeted),
@@ -165,10 +174,11 @@ def attack_success(
         n_images=n_images,
         n_correct=n_correct,
         clean_accuracy=n_correct / n_images,
-        n_success=tuple(n_success),
+        n_success=n_success,
         success_rate=success_rate,
-        robust_accuracy=tuple(r / n_images for r in n_robust),
+        robust_accuracy=tuple(int(r) / n_images for r in robust.sum(dim=1)),
         auc=success_auc(success_rate),
+        success_rate_clean_correct=clean_correct,
         attacked=tuple(idx.tolist()),
         success_by_image=tuple(map(tuple, hits.T.tolist())),
         robust_by_image=tuple(map(tuple, robust.T.tolist())),
@@ -203,10 +213,10 @@ def _attack_pairs(
     seed: int,
     batch_size: int,
     device: "torch.device",
-) -> tuple[list[int], list[int], "torch.Tensor", "torch.Tensor"]:
-    """Attack every (correct image, ε > 0) pair in batches; count successes and robust images.
+) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Attack every (image in ``idx``, ε > 0) pair in batches.
 
-    Also returns the per-pair outcomes as bool ``[len(eps), n_correct]`` (success, still robust).
+    Returns the per-pair outcomes as bool ``[len(eps), len(idx)]``: success, and still the true label.
 
     Pairs are ordered ε-major so most batches hold one ε; a batch may straddle two.
     """
@@ -221,8 +231,6 @@ def _attack_pairs(
     pair_img = idx.repeat(len(eps))
     pair_eps = torch.arange(len(eps)).repeat_interleave(n)
     eps64 = torch.tensor(eps, dtype=torch.float64)
-    success = torch.zeros(len(eps), dtype=torch.int64)
-    robust = torch.zeros(len(eps), dtype=torch.int64)
     hit_pairs = torch.zeros(pair_img.numel(), dtype=torch.bool)
     robust_pairs = torch.zeros(pair_img.numel(), dtype=torch.bool)
 
@@ -238,14 +246,12 @@ def _attack_pairs(
             with torch.no_grad():
                 pred = model(adv).argmax(dim=-1)
             hit = (pred == classes) if shift is not None else (pred != y)
-            success += torch.bincount(k[hit.cpu()], minlength=len(eps))
             # robust = still the true label; for a targeted attack that is not "failed", since
             # the image can land on a third class
-            robust += torch.bincount(k[(pred == y).cpu()], minlength=len(eps))
             hit_pairs[start:start + batch_size] = hit.cpu()
             robust_pairs[start:start + batch_size] = (pred == y).cpu()
     shape = (len(eps), n)
-    return success.tolist(), robust.tolist(), hit_pairs.view(shape), robust_pairs.view(shape)
+    return hit_pairs.view(shape), robust_pairs.view(shape)
 
 
 def _pgd(
@@ -447,14 +453,12 @@ def _as_tensors(images: Any, labels: Any, n_classes: int) -> tuple["torch.Tensor
     return x.detach(), y.to(x.device)
 
 
-def _target_shift(targeted: bool, target_shift: int | None, n_classes: int, seed: int) -> int | None:
-    """The label shift for targets: given, or drawn from the seed; never 0 mod n_classes."""
+def _target_shift(targeted: bool, target_shift: int | None, n_classes: int) -> int | None:
+    """The label shift for targets: given, or :func:`default_target_shift`; never 0 mod n_classes."""
     if not targeted:
         return None
     if target_shift is None:
-        import numpy as np
-
-        return int(np.random.default_rng(seed).integers(1, n_classes))
+        return default_target_shift(n_classes)
     shift = int(target_shift) % n_classes
     if shift == 0:
         raise ValueError(

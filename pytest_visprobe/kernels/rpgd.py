@@ -1,9 +1,11 @@
-"""Attack a frozen encoder followed by a linear head, on a seeded subset of a split.
+"""Attack a frozen encoder through a classifier, on the study's seeded subset of a split.
 
-The PGD loop itself is :mod:`pytest_visprobe.kernels.pgd`; this module chooses the images (a
-seeded subset of the test split, the same for every norm and criterion), builds the attacked
-classifier (pixels in [0, 1] → the encoder's own resize/normalisation and ``embed`` → the
-head fitted on cached features) and turns the attack result into metrics.
+The PGD loop itself is :mod:`pytest_visprobe.kernels.pgd`; this module chooses the images (the
+first N of ``np.random.RandomState(42).permutation(len(split))``, as the study's
+``np.random.seed(42)``, the same for every encoder, norm and criterion), prepares them as the
+study did per model family, builds the attacked classifier (pixels in [0, 1] → the encoder's
+own resize/normalisation → its own classifier, or ``embed`` → a linear head fitted on cached
+features) and turns the attack result into metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pytest_visprobe.datasets.base import rng_for
 from pytest_visprobe.features import to_float_images
 from pytest_visprobe.kernels.linear import LinearHead
 from pytest_visprobe.kernels.pgd import AttackResult, attack_success, success_auc
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from pytest_visprobe.probes.rpgd import RobustnessConfig
 
 PROBE = "rpgd"
+#: the study's ``np.random.seed(42)`` before ``np.random.permutation(50000)``
+STUDY_IMAGE_SEED = 42
+OWN_CLASSIFIER = "the model's own classifier (encoder.classify)"
+LINEAR_CLASSIFIER = "a linear head fitted on the frozen embedding (the label probe's)"
 
 
 class EncoderClassifier(nn.Module):
@@ -41,44 +46,84 @@ class EncoderClassifier(nn.Module):
         return self.head(self.encoder.embed(images))
 
 
-def attack_images(
-    split: "Split", *, n_images: int, seed: int, size: tuple[int, int] | None = None,
-    interpolation: str = "bilinear",
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The attacked subset: float images in [0, 1] ``[M, 3, H, W]``, labels, test-split indices.
+class OwnClassifier(nn.Module):
+    """The encoder's own logits, ``encoder.classify(images)``; images are pixels in [0, 1]."""
 
-    ``M = min(n_images, len(split))`` rows of a seeded permutation of the split. ``size``
-    resizes them first (antialiased ``interpolation``, bilinear or bicubic, as a data loader
-    would; not part of the attack), clipped back into [0, 1].
+    def __init__(self, encoder: "Encoder") -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder.classify(images)
+
+
+def study_order(n: int, n_images: int, seed: int = STUDY_IMAGE_SEED) -> np.ndarray:
+    """The first ``n_images`` of ``np.random.seed(seed); np.random.permutation(n)`` (the global
+    RNG is left untouched: ``RandomState(seed)`` draws the same permutation)."""
+    return np.random.RandomState(seed).permutation(int(n))[: int(n_images)]
+
+
+def attack_images(
+    split: "Split", *, n_images: int, seed: int = STUDY_IMAGE_SEED, size: tuple[int, int] | None = None,
+    interpolation: str = "bilinear", crop: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The attacked subset: float images in [0, 1] ``[M, 3, H, W]``, labels, split indices.
+
+    ``M = min(n_images, len(split))`` rows of :func:`study_order`. ``size`` prepares them first
+    (not part of the attack): ``crop`` centre-crops to ``size`` (ImageNet's ``Resize(256)`` +
+    ``CenterCrop(224)`` when the split holds 256-pixel images; an image smaller than ``size`` is
+    resized instead), else they are resized (antialiased ``interpolation``, bilinear or bicubic,
+    as a data loader would), clipped back into [0, 1].
     """
     if split.labels is None:
         raise ValueError("the attacked split has no labels; the RPGD probe needs a label target")
-    order = rng_for(seed, "rpgd", "images").permutation(len(split))[: int(n_images)]
+    order = study_order(len(split), n_images, seed)
     images = to_float_images(split.images.get(order), torch.device("cpu"))
     if size is not None and tuple(images.shape[-2:]) != tuple(size):
-        mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
-        images = F.interpolate(images, size=tuple(size), mode=mode, antialias=True,
-                               align_corners=False).clamp_(0.0, 1.0)
+        h, w = (int(v) for v in size)
+        if crop and images.shape[-2] >= h and images.shape[-1] >= w:
+            top = int(round((images.shape[-2] - h) / 2.0))
+            left = int(round((images.shape[-1] - w) / 2.0))
+            images = images[..., top:top + h, left:left + w].contiguous()
+        else:
+            mode = interpolation if interpolation in ("bilinear", "bicubic") else "bilinear"
+            images = F.interpolate(images, size=(h, w), mode=mode, antialias=True,
+                                   align_corners=False).clamp_(0.0, 1.0)
     labels = torch.as_tensor(np.asarray(split.labels)[order], dtype=torch.long)
     return images, labels, order
 
 
+def preparation(encoder: "Encoder", attack_size: str) -> tuple[tuple[int, int] | None, bool, str]:
+    """``(size, crop, description)`` of the images before the attack, per the profile's
+    ``attack_size`` and the model family: ``"study"`` centre-crops to the encoder's input size
+    (the study's ``Resize(256)`` + ``CenterCrop(224)``) except for CLIP (open_clip) encoders,
+    which it resizes (``Resize(224, bicubic)`` + ``CenterCrop(224)`` of a square image)."""
+    size = getattr(encoder, "input_size", None)
+    if attack_size == "dataset" or size is None:
+        return None, False, "dataset images as stored; the encoder resizes inside the attack"
+    clip = str(getattr(encoder, "ref", "")).startswith("open_clip:")
+    if attack_size == "study" and not clip:
+        return size, True, f"centre crop to {size[0]}×{size[1]} before the attack (Resize + CenterCrop)"
+    return size, False, f"resized to {size[0]}×{size[1]} before the attack"
+
+
 def rpgd_probe(
-    encoder: "Encoder", head: LinearHead, split: "Split", *, n_classes: int, norm: str,
+    encoder: "Encoder", head: LinearHead | None, split: "Split", *, n_classes: int, norm: str,
     targeted: bool, config: "RobustnessConfig", seed: int, device: torch.device | str = "cpu",
 ) -> list[Metric]:
-    """Attack ``encoder`` + ``head`` on a seeded subset of ``split``; success AUC and robust accuracy."""
-    size = encoder.input_size if config.attack_size == "encoder" else None
-    images, labels, _ = attack_images(split, n_images=config.n_images, seed=seed, size=size,
-                                      interpolation=getattr(encoder, "interpolation", "bilinear"))
-    model = EncoderClassifier(encoder, head).to(device)
+    """Attack ``encoder`` + ``head`` (``head=None``: ``encoder.classify``) on the study's subset of
+    ``split``; success AUC and robust accuracy."""
+    size, crop, prepared = preparation(encoder, config.attack_size)
+    images, labels, _ = attack_images(split, n_images=config.n_images, seed=config.image_seed, size=size,
+                                           interpolation=getattr(encoder, "interpolation", "bilinear"), crop=crop)
+    model = (OwnClassifier(encoder) if head is None else EncoderClassifier(encoder, head)).to(device)
     result = attack_success(
         model, images, labels, norm=norm, epsilons=config.epsilons(norm), steps=config.steps,
         rel_stepsize=config.rel_stepsize, targeted=targeted, n_classes=n_classes, seed=seed,
         batch_size=config.batch_size,
     )
-    return rpgd_metrics(result, robust_epsilon=config.robust_epsilon(norm),
-                        image_size=list(images.shape[-2:]))
+    return rpgd_metrics(result, robust_epsilon=config.robust_epsilon(norm), image_size=list(images.shape[-2:]),
+                        classifier=OWN_CLASSIFIER if head is None else LINEAR_CLASSIFIER, preparation=prepared)
 
 
 def metric_names(norm: str, targeted: bool) -> tuple[str, str]:
@@ -87,22 +132,26 @@ def metric_names(norm: str, targeted: bool) -> tuple[str, str]:
     return f"{stem}_success_auc", f"{stem}_robust_accuracy"
 
 
-def rpgd_metrics(result: AttackResult, *, robust_epsilon: float, image_size: list[int]) -> list[Metric]:
+def rpgd_metrics(result: AttackResult, *, robust_epsilon: float, image_size: list[int],
+                 classifier: str = LINEAR_CLASSIFIER, preparation: str = "") -> list[Metric]:
     """The success-curve AUC (its curve in details, for the plot) and robust accuracy at one ε."""
     auc_name, robust_name = metric_names(result.norm, result.targeted)
     common = {
         "norm": result.norm, "targeted": result.targeted, "target_shift": result.target_shift,
+        "classifier": classifier, "preparation": preparation,
         "clean_accuracy": result.clean_accuracy, "n_images": result.n_images,
-        "n_attacked": result.n_correct,  # only images the clean classifier gets right are attacked
+        "n_attacked": len(result.attacked),  # PGD runs: all images targeted, the clean-correct untargeted
         "steps": result.steps, "rel_stepsize": result.rel_stepsize, "image_size": image_size,
     }
     curve = {
         "epsilons": list(result.epsilons), "success_rate": list(result.success_rate),
         "n_success": list(result.n_success), "robust_accuracy": list(result.robust_accuracy),
+        "success_rate_clean_correct": (None if result.success_rate_clean_correct is None
+                                       else list(result.success_rate_clean_correct)),
     }
     k = result.epsilons.index(float(robust_epsilon))
-    # per_sample: the AUC is linear in the success rates, so it is the mean over attacked images
-    # of each image's own AUC (its 0/1 success per ε); robust accuracy is a mean over all images
+    # per_sample: the AUC is linear in the success rates, so it is the mean over all images of
+    # each image's own AUC (its 0/1 success per ε); robust accuracy is a mean over all images
     auc_per_image = np.array([success_auc(row) for row in result.success_by_image], dtype=np.float64)
     robust_per_image = np.array([row[k] for row in result.robust_by_image], dtype=np.float64)
     return [

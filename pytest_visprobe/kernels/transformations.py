@@ -208,13 +208,14 @@ def _confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> list[list[in
 
 
 def _details(correct: np.ndarray, groups: np.ndarray, families: Sequence[str], train_y, test_y, n: int) -> dict:
-    """Per-family accuracy, sizes, and two reference points: uniform chance and the best
-    constant guess (the largest class share in the test set)."""
+    """Per-family accuracy, sizes, and chance: the best constant guess (the largest class share
+    in the test set; 1/n only when the classes are balanced, e.g. families of unequal size are not)."""
     per_family = {families[f]: round(float(correct[groups == f].mean()), 4) for f in np.unique(groups)}
+    majority = float(np.bincount(np.asarray(test_y), minlength=n).max() / len(test_y))
     return {
         "per_family_top1": per_family,
-        "chance": 1.0 / n,
-        "majority": float(np.bincount(np.asarray(test_y), minlength=n).max() / len(test_y)),
+        "chance": majority,
+        "majority": majority,
         "n_train": int(len(train_y)),
         "n_test": int(len(test_y)),
     }

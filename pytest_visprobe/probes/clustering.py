@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from pytest_visprobe.runner.context import ProbeContext
 
 
+#: how the matched accuracies' chance level is computed (kernels/clustering.py permutation_chance)
+CHANCE_PERMUTED = ("the mean matched accuracy of the cluster assignment shuffled across samples (a random "
+                   "partition with the same cluster sizes; seeded, details.chance_permutations shuffles)")
+
+
 class ClusteringConfig(BaseModel):
     """Spectral clustering of the test split with |cos| affinity (PROTOCOLS.md A)."""
 
@@ -24,6 +29,7 @@ class ClusteringConfig(BaseModel):
 
     affinity: Literal["auto", "dense", "knn"] = "auto"  # auto: dense up to 32,768 samples, then k-NN
     n_neighbors: int | None = Field(None, gt=0)  # k-NN graph only; None: half the mean class size, in [10, 100]
+    chance_permutations: int = Field(100, gt=0)  # seeded shuffles of the clusters that estimate chance
 
 
 class ClusteringDetails(BaseModel):
@@ -32,6 +38,7 @@ class ClusteringDetails(BaseModel):
     affinity: str
     n_clusters: int
     n_samples: int
+    chance_permutations: int | None = None  # shuffles of the cluster assignment behind the chance level
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:
@@ -43,9 +50,9 @@ def run(ctx: "ProbeContext") -> list[Metric]:
     config: ClusteringConfig = ctx.settings
     labels = ctx.dataset.split("test").labels
     result = clustering_scores(ctx.features("test").numpy(), labels, seed=ctx.seed, affinity=config.affinity,
-                               n_neighbors=config.n_neighbors)
-    details = ClusteringDetails(affinity=result.affinity, n_clusters=result.n_clusters, n_samples=result.n_samples)
-    chance = 1.0 / result.n_clusters
+                               n_neighbors=config.n_neighbors, chance_permutations=config.chance_permutations)
+    details = ClusteringDetails(affinity=result.affinity, n_clusters=result.n_clusters, n_samples=result.n_samples,
+                                chance_permutations=result.chance_permutations)
 
     def units(statistic: str) -> UnitStats:
         # one merged cluster flips about N/k samples at once, so per-sample outcomes are not
@@ -55,9 +62,9 @@ def run(ctx: "ProbeContext") -> list[Metric]:
 
     return [
         Metric("clustering", "greedy_accuracy", result.greedy_accuracy, details=details,
-               units=units("greedy_accuracy"), chance=chance),
+               units=units("greedy_accuracy"), chance=result.greedy_chance),
         Metric("clustering", "hungarian_accuracy", result.hungarian_accuracy, details=details,
-               units=units("hungarian_accuracy"), chance=chance),
+               units=units("hungarian_accuracy"), chance=result.hungarian_chance),
         Metric("clustering", "nmi", result.nmi, details=details, units=units("nmi")),
         Metric("clustering", "ari", result.ari, details=details, chance=0.0, units=units("ari")),
     ]
@@ -69,10 +76,10 @@ CLUSTERING = ProbeSpec(
     metrics=(
         MetricSpec("greedy_accuracy", True,
                    "spectral clustering (|cos| affinity, k = classes) scored by the study's greedy cluster-to-class "
-                   "matching", chance="1/k for k clusters"),
+                   "matching", chance=CHANCE_PERMUTED),
         MetricSpec("hungarian_accuracy", True,
                    "spectral clustering scored by the best one-to-one cluster-to-class matching (Hungarian)",
-                   chance="1/k for k clusters"),
+                   chance=CHANCE_PERMUTED),
         MetricSpec("nmi", True, "normalised mutual information between spectral clusters and labels"),
         MetricSpec("ari", True, "adjusted Rand index between spectral clusters and labels (0 = chance)",
                    lower=-1.0, chance="0 (its expectation for a partition independent of the labels)"),

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pytest_visprobe.kernels.linear import LinearHead
     from pytest_visprobe.runner.context import ProbeContext
 
-CHANCE_MAJORITY = "1/K for K classes"
+CHANCE_MAJORITY = "the largest class's share of the test split (the best constant guess; 1/K when balanced)"
 
 
 class LabelDetails(BaseModel):
@@ -65,7 +65,15 @@ def label_top1(train_x: "torch.Tensor", train_y: "np.ndarray", test_x: "torch.Te
     details = LabelDetails(weight_decay=head.weight_decay, recipe=config.recipe, n_train=int(len(train_y)),
                            n_test=int(len(test_y)))
     return Metric("label_probe", "top1", float(correct.mean()), details=details,
-                  per_sample=correct.astype(np.uint8), chance=1.0 / n_classes), head
+                  per_sample=correct.astype(np.uint8), chance=majority_share(test_y)), head
+
+
+def majority_share(labels: "np.ndarray") -> float:
+    """The largest class's share of ``labels``: the accuracy of always guessing that class."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    return float(counts.max() / counts.sum())
 
 
 def shared_label_probe(ctx: "ProbeContext", config: LinearProbeConfig) -> tuple[Metric, "LinearHead"]:

@@ -1,8 +1,10 @@
-"""RPGD robustness probe: random-start PGD against the frozen encoder followed by its linear
-label head (PROTOCOLS.md A), L2 and Linf, untargeted and targeted.
+"""RPGD robustness probe: random-start PGD against the frozen encoder's classifier (PROTOCOLS.md A),
+L2 and Linf, untargeted and targeted, success over all attacked images as the study counts it.
 
-The head is the label probe's (one fit when the settings agree); the attack runs through the
-encoder's own resize and normalisation on pixels in [0, 1] (kernels/rpgd.py, kernels/pgd.py).
+The classifier is the model's own ImageNet-1k head (``encoder.classify``) when it has one and
+the dataset has 1,000 classes, as the study attacked supervised models; otherwise the label
+probe's linear head (one fit when the settings agree). The attack runs through the encoder's
+own resize and normalisation on pixels in [0, 1] (kernels/rpgd.py, kernels/pgd.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ PROBE = "rpgd"
 
 
 class RobustnessConfig(BaseModel):
-    """RPGD attacks on encoder + linear head (PROTOCOLS.md A, Robustness); defaults are ``quick``.
+    """RPGD attacks on the encoder's classifier (PROTOCOLS.md A, Robustness); defaults are ``quick``.
 
     quick keeps the paper's step budget (steps × rel_stepsize = 2.5, so an iterate can cross
     the ε-ball from any random start) with 10 instead of 100 steps, and fewer images and ε.
@@ -29,7 +31,8 @@ class RobustnessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_images: int = Field(32, gt=0)  # seeded subset of the test split that is attacked (paper 1000)
+    n_images: int = Field(32, gt=0)  # the first N of the study's seeded permutation of the test split (paper 1000)
+    image_seed: int = 42  # the study's np.random.seed(42); not the run's seed: every encoder gets the same images
     steps: int = Field(10, gt=0)  # PGD steps per ε (paper 100)
     rel_stepsize: float = Field(0.25, gt=0)  # step = rel_stepsize · ε (paper 0.025)
     linf_epsilons: tuple[float, ...] = (0.0, 1e-3, 5e-3, 0.01, 0.05)  # increasing, from 0
@@ -38,10 +41,15 @@ class RobustnessConfig(BaseModel):
     l2_robust_epsilon: float = 0.5
     #: "dataset": attack the images at the dataset's resolution, the encoder resizing inside;
     #: "encoder": resize them to the encoder's input_size first (the study's L2 ε is per pixel
-    #: of the model input). Either way the encoder's own normalisation is inside the attack.
-    attack_size: Literal["dataset", "encoder"] = "dataset"
+    #: of the model input); "study": as the study per model family, a centre crop to input_size
+    #: (Resize(256) + CenterCrop(224) on 256-pixel images), a resize for CLIP (open_clip).
+    #: Either way the encoder's own normalisation is inside the attack.
+    attack_size: Literal["dataset", "encoder", "study"] = "dataset"
+    #: "auto": the model's own classifier when it has one with as many classes as the dataset
+    #: and that is 1,000 (ImageNet-1k), else the linear head; "own" / "linear" force one.
+    classifier: Literal["auto", "own", "linear"] = "auto"
     batch_size: int = Field(64, gt=0)  # (image, ε) pairs per PGD batch; bounds peak memory
-    head: LinearProbeConfig = LinearProbeConfig()  # the label head attacked (shared with label_probe when equal)
+    head: LinearProbeConfig = LinearProbeConfig()  # the linear head attacked (shared with label_probe when equal)
 
     @model_validator(mode="after")
     def _robust_epsilons_listed(self) -> "RobustnessConfig":
@@ -65,15 +73,18 @@ class RPGDDetails(BaseModel):
 
     norm: str
     targeted: bool
-    target_shift: int | None = None
+    target_shift: int | None = None  # target = (label + target_shift) mod K
+    classifier: str | None = None  # which classifier was attacked
+    preparation: str | None = None  # how the images were prepared before the attack
     clean_accuracy: float
-    n_images: int
-    n_attacked: int  # only images the clean classifier gets right are attacked
+    n_images: int  # the denominator of every success rate
+    n_attacked: int  # images PGD ran on: all when targeted, the clean-correct ones untargeted
     steps: int
     rel_stepsize: float
     image_size: list[int]
     epsilons: list[float] | None = None  # the success curve (AUC records)
-    success_rate: list[float] | float | None = None  # the curve, or its value at ``epsilon``
+    success_rate: list[float] | float | None = None  # the curve (over all images), or its value at ``epsilon``
+    success_rate_clean_correct: list[float] | None = None  # the curve over the clean-correct images only
     n_success: list[int] | None = None
     robust_accuracy: list[float] | None = None
     epsilon: float | None = None  # robust-accuracy records: the ε it is reported at
@@ -86,10 +97,30 @@ def run(ctx: "ProbeContext", norm: Literal["linf", "l2"], targeted: bool) -> lis
     from pytest_visprobe.probes.label import shared_label_probe
 
     config: RobustnessConfig = ctx.settings
-    _, head = shared_label_probe(ctx, config.head)
-    metrics = rpgd_probe(ctx.encoder, head, ctx.dataset.split("test"), n_classes=len(ctx.dataset.class_names),
+    n_classes = len(ctx.dataset.class_names)
+    head = None
+    if not uses_own_classifier(ctx.encoder, n_classes, config.classifier):
+        _, head = shared_label_probe(ctx, config.head)
+    metrics = rpgd_probe(ctx.encoder, head, ctx.dataset.split("test"), n_classes=n_classes,
                          norm=norm, targeted=targeted, config=config, seed=ctx.seed, device=ctx.device)
     return [replace(m, details=RPGDDetails(**m.details)) for m in metrics]
+
+
+def uses_own_classifier(encoder, n_classes: int, choice: str = "auto") -> bool:
+    """Whether the attack goes through ``encoder.classify`` (see ``RobustnessConfig.classifier``)."""
+    from pytest_visprobe.errors import ConfigError
+
+    own = getattr(encoder, "classifier_classes", None)
+    if choice == "linear":
+        return False
+    if choice == "own":
+        if own != n_classes:
+            raise ConfigError(
+                f"probes.rpgd.classifier = 'own', but encoder {getattr(encoder, 'name', '?')!r} "
+                + ("has no classifier of its own" if own is None else f"has a {own}-class classifier")
+                + f" and the dataset has {n_classes} classes; use classifier = 'auto' or 'linear'.")
+        return True
+    return own is not None and own == n_classes == 1000
 
 
 def _metrics() -> tuple[MetricSpec, ...]:
@@ -99,17 +130,20 @@ def _metrics() -> tuple[MetricSpec, ...]:
             specs.append(MetricSpec(
                 f"{norm}_{criterion}_success_auc", False,
                 f"area under the {norm} {criterion} PGD attack success rate vs ε (ε equally spaced by "
-                "position; only images the clean classifier gets right are attacked); lower is more robust"))
+                "position), success over all attacked images as the study (a clean mistake is an "
+                "untargeted success at every ε; target = (label + round(0.8 K)) mod K, 800 for "
+                "ImageNet), through the model's own ImageNet-1k classifier when it has one, else a "
+                "linear head (details.classifier); lower is more robust"))
             specs.append(MetricSpec(
                 f"{norm}_{criterion}_robust_accuracy", True,
-                f"accuracy of encoder + linear head under the {norm} {criterion} PGD attack at the "
-                "profile's robust ε"))
+                f"accuracy of the attacked classifier (details.classifier) under the {norm} {criterion} "
+                "PGD attack at the profile's robust ε"))
     return tuple(specs)
 
 
 RPGD = ProbeSpec(
     name=PROBE,
-    description="random-start PGD (foolbox) against the frozen encoder + its linear label head, L2 and Linf",
+    description="random-start PGD (foolbox) against the frozen encoder's own ImageNet classifier or a linear head, L2 and Linf",
     metrics=_metrics(),
     run=run, settings=RobustnessConfig, details=RPGDDetails,
     role="robustness", targets=("label",),
