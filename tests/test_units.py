@@ -149,3 +149,15 @@ def test_a_baseline_without_settings_is_compared_with_a_warning():
     found = comparability.check(_record(settings_hash=None), None,
                                 ProbeInfo(version=1, settings={}, settings_hash="x"), None)
     assert found.differences == () and "could not be checked" in found.warning
+
+
+def test_contingency_nmi_and_ari_equal_sklearn_on_random_partitions():
+    """The statistics are computed from the contingency table (sklearn's argument checks cost
+    ~1 ms a call, times 1,000 resamples); they must equal sklearn's, degenerate cases included."""
+    rng = np.random.default_rng(0)
+    nmi, ari = units.STATISTICS.get("nmi"), units.STATISTICS.get("ari")
+    for _ in range(300):
+        n = int(rng.integers(2, 60))
+        a, b = rng.integers(0, rng.integers(1, 6), n), rng.integers(0, rng.integers(1, 6), n)
+        assert nmi(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-10)
+        assert ari(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-10)
