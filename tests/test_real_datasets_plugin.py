@@ -17,7 +17,7 @@ from real_formats import pin_md5s, write_cifar
 
 LABEL_TEST = "suites/test_semantics.py::test_label_probe"
 ROLES = {"label", "attributes", "fewshot", "clustering", "similarity", "transformations",
-         "robustness", "localization"}
+         "robustness", "localization", "retrieval"}
 
 
 def test_absent_dataset_skips_with_the_option_that_fixes_it(suite, tmp_path):
@@ -95,8 +95,9 @@ def test_profiles_declare_every_role_with_registered_datasets(name):
 def test_paper_profile_uses_the_studies_datasets():
     paper = get_profile("paper")
     study = {"cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "cub"}
-    for role in ("label", "fewshot", "clustering", "similarity"):
+    for role in ("fewshot", "clustering", "similarity"):
         assert set(paper.datasets[role]) == study
+    assert set(paper.datasets["label"]) == study | {"vaw"}  # VAW's object names (Li et al.)
     assert paper.datasets["attributes"] == ("vaw",)
     assert paper.dataset_options["cub"]["image_size"] == 256  # resize 256 bicubic, centre-crop 256
 
@@ -114,7 +115,7 @@ def test_list_prints_everything_and_exits_without_torch(tmp_path):
     assert f"datasets (data root: {tmp_path / 'data'}" in out
     assert "cifar10 [label; splits train, test] -- present" in out
     assert "cifar100 [label; splits train, test] -- absent" in out
-    assert "shapes [attributes, boxes, label, masks; splits train, test] -- embedded" in out
+    assert "shapes [attributes, boxes, captions, label, masks; splits train, test] -- embedded" in out
     assert "label_probe" in out and "top1 (higher is better; chance: the largest class's share of the test split" in out
     assert "geometry:" in out and "rotate" in out
     for profile in ("quick", "standard", "paper"):
