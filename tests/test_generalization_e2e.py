@@ -100,7 +100,8 @@ BROKEN_TEXT_MODEL = """
 def test_language_comparison_skips_with_the_reason_when_the_text_model_cannot_load(suite):
     suite.pytester.makeconftest(textwrap.dedent(BROKEN_TEXT_MODEL))
     result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{ENCODER_OPTION}=pooled.py",
-                       f"{TEXT_MODEL_OPTION}=needs_network", "suites/test_similarity.py", "-rs", limit=LIMIT)
+                       f"{TEXT_MODEL_OPTION}=needs_network", "suites/test_similarity.py", "-k", "not cka", "-rs",
+                       limit=LIMIT)
     result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*text model 'needs_network' unavailable: weights not in the cache here. "
                                  "Fix: run once with network access.*"])
@@ -108,7 +109,7 @@ def test_language_comparison_skips_with_the_reason_when_the_text_model_cannot_lo
 
 
 def test_one_encoder_skips_the_encoder_comparison(suite):
-    result = suite.run(f"{ENCODER_OPTION}=pooled.py", "suites/test_similarity.py", "-k", "between", "-rs",
+    result = suite.run(f"{ENCODER_OPTION}=pooled.py", "suites/test_similarity.py", "-k", "similarity_between", "-rs",
                        limit=LIMIT)
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(["*needs at least two --encoder options*"])
@@ -129,7 +130,7 @@ def test_rsa_reference_threshold_gates_drift_from_the_parent(suite):
         value = 0.99
     """))
     result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{ENCODER_OPTION}=pooled.py", "suites/test_similarity.py",
-                       "-k", "between", limit=LIMIT)
+                       "-k", "similarity_between", limit=LIMIT)
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*pooled · similarity.rsa_reference on digits: obtained *, expected >= 0.9900*"])
     assert all(r["threshold"] == 0.99 and not r["passed"] for r in suite.scorecard()["records"])
