@@ -247,8 +247,10 @@ def test_spatial_map_localizes_and_tiled_embedding_does_not_but_still_names_obje
     assert det["flat"]["AP50"] < 0.05 and det["flat"]["mAP"] < 0.02
     # ... what: yet its regions still name their objects far above chance (0.2)
     assert region["good"].value > 0.9
-    assert region["good"].per_sample.mean() == pytest.approx(region["good"].value)  # one 0/1 per box
-    assert len(region["good"].per_sample) == sum(len(b) for b in test.boxes)
+    units = region["good"].units  # one row per test image: its boxes' correct count and box count
+    assert units.unit == "test image" and units.n == len(test.boxes)
+    assert units.arrays["denominator"].sum() == sum(len(b) for b in test.boxes)
+    assert units.value() == pytest.approx(region["good"].value)
     assert region["flat"].value > 2.5 * (1 / N_CLASSES)
 
 
