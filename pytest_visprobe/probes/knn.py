@@ -48,6 +48,7 @@ def run(ctx: "ProbeContext", k: int) -> list[Metric]:
     import numpy as np
 
     from pytest_visprobe.kernels.knn import knn_predict
+    from pytest_visprobe.probes.label import majority_share
 
     config: KnnConfig = ctx.settings
     train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
@@ -61,9 +62,8 @@ def run(ctx: "ProbeContext", k: int) -> list[Metric]:
             if k_used < k else None)
     details = KnnDetails(k=k, k_used=k_used, temperature=config.temperature, n_train=n_train,
                          n_test=len(test.labels), note=note)
-    majority = float(np.bincount(test.labels, minlength=n_classes).max() / len(test.labels))
     return [Metric("knn", metric_name(k), float(correct.mean()), details=details, per_sample=correct,
-                   chance=majority)]
+                   chance=majority_share(test.labels))]
 
 
 KNN = ProbeSpec(
