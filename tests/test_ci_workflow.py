@@ -103,3 +103,11 @@ def test_every_pytest_command_and_option_exists(workflow: dict) -> None:
                     assert (REPO / arg.split("=", 1)[1]).is_file()
             else:
                 assert (REPO / arg.split("::")[0]).exists(), f"{arg} is not in the repository"
+
+
+def test_no_project_test_module_shares_a_name_with_a_suite():
+    """Both directories are imported by basename (no packages): a tests/test_x.py imported before
+    an in-process pytester run of suites/test_x.py makes that run fail with 'import file mismatch'."""
+    root = Path(__file__).resolve().parent.parent
+    suites = {p.name for p in (root / "suites").glob("test_*.py")}
+    assert not suites & {p.name for p in (root / "tests").glob("test_*.py")}
