@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pytest_visprobe.report.statistics import percentile_interval
+
 if TYPE_CHECKING:
     import torch
 
@@ -139,6 +141,5 @@ def cka_interval(k: "torch.Tensor", l: "torch.Tensor", *, debiased: bool, rng: n
     errors = values[~np.isnan(values)] - plug_in
     if errors.size < resamples // 2:
         raise ValueError("CKA is undefined on most resamples (features constant on too many of them)")
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(errors, [tail, 100 - tail])
+    low, high = percentile_interval(errors, level)
     return float(np.clip(estimate + low, -1.0, 1.0)), float(np.clip(estimate + high, -1.0, 1.0))

@@ -80,6 +80,7 @@ def within_class_intervals(features, labels, n_classes: int, extra: dict[str, "n
     import numpy as np
 
     from pytest_visprobe.kernels.rsa import correlation_matrix
+    from pytest_visprobe.report.statistics import percentile_interval
 
     members = [np.flatnonzero(labels == c) for c in range(n_classes)]
     draws = []
@@ -87,8 +88,7 @@ def within_class_intervals(features, labels, n_classes: int, extra: dict[str, "n
         rows = np.concatenate([rng.choice(m, m.size) for m in members])
         rdms = rdms_of(features, labels, n_classes, rows) | extra
         draws.append(pick(correlation_matrix(rdms)[1]))
-    tail = 100 * (1 - level) / 2
-    return np.percentile(np.asarray(draws), [tail, 100 - tail], axis=0).T
+    return np.stack(percentile_interval(draws, level, axis=0), axis=-1)
 
 
 def run(ctx: "ProbeContext", against: Literal["reference", "language"]) -> list[Metric]:

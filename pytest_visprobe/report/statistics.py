@@ -32,6 +32,14 @@ def seed_for(seed: int, *key: str) -> np.random.Generator:
     return np.random.default_rng([seed, int.from_bytes(digest, "little")])
 
 
+def percentile_interval(draws, level: float = LEVEL, axis: int | None = None):
+    """The central ``level`` percentile interval of bootstrap draws: ``(low, high)`` floats, or
+    with ``axis`` the two arrays of bounds along it."""
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(np.asarray(draws), [tail, 100 - tail], axis=axis)
+    return (float(low), float(high)) if axis is None else (low, high)
+
+
 def bootstrap_interval(
     data: Sequence[np.ndarray] | np.ndarray,
     statistic: Callable[..., float] | None = None,
@@ -69,9 +77,7 @@ def bootstrap_interval(
                 continue
         if len(draws) < resamples // 2:
             raise ValueError("the statistic is undefined on most resamples")
-        tail = 100 * (1 - level) / 2
-        low, high = np.percentile(draws, [tail, 100 - tail])
-        return float(low), float(high)
+        return percentile_interval(draws, level)
     low, high = result.confidence_interval
     return float(low), float(high)
 
@@ -158,9 +164,7 @@ def map_bootstrap_interval(
     values = values[~np.isnan(values)]
     if values.size < resamples // 2:
         raise ValueError("mAP is undefined on most resamples (too few positives)")
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(values, level)
 
 
 def map_of_resamples(y_true: np.ndarray, scores: np.ndarray, rows: np.ndarray,

@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from pytest_visprobe.registry import Registry
+from pytest_visprobe.report.statistics import percentile_interval
 
 Statistic = Callable[..., float]
 
@@ -61,10 +62,9 @@ def _miou(intersection: np.ndarray, union: np.ndarray) -> float:
 
 
 def _contingency(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    _, li = np.unique(labels, return_inverse=True)
-    _, ci = np.unique(clusters, return_inverse=True)
-    k = int(ci.max()) + 1
-    return np.bincount(li * k + ci, minlength=(int(li.max()) + 1) * k).reshape(-1, k).astype(np.float64)
+    from pytest_visprobe.kernels.clustering import contingency
+
+    return contingency(labels, clusters)[0].astype(np.float64)
 
 
 @statistic("nmi")
@@ -176,9 +176,7 @@ def interval(stats: UnitStats, rng: np.random.Generator, resamples: int, level: 
     draws = draws[~np.isnan(draws)]
     if draws.size < resamples // 2:
         raise ValueError(f"{stats.statistic} is undefined on most resamples of {stats.n} {stats.unit}s")
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(draws, level)
 
 
 @dataclass(frozen=True)
@@ -205,8 +203,7 @@ def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_bette
     diffs = diffs[~np.isnan(diffs)]
     if diffs.size < resamples // 2:
         raise ValueError(f"{current.statistic} is undefined on most resamples")
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(diffs, [tail, 100 - tail])
+    low, high = percentile_interval(diffs, level)
     p = 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))
     p = float(min(1.0, max(p, 1.0 / (diffs.size + 1))))
     drop = sign * (baseline.value() - current.value())
