@@ -34,11 +34,13 @@ REPLACED = 0.10  # share of rows redrawn per run under the null
 FRACTIONS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 
 
-def rows_of(record: Record) -> tuple[str, dict[str, np.ndarray]] | None:
+def rows_of(record: Record) -> tuple[str, dict[str, np.ndarray], str | None] | None:
+    """(statistic, rows, crossed column unit or None) of a record that kept its units or samples."""
     if record.units is not None:
-        return record.units.statistic, {k: decode_array(a) for k, a in record.units.arrays.items()}
+        arrays = {k: decode_array(a).astype(np.float64) for k, a in record.units.arrays.items()}
+        return record.units.statistic, arrays, record.units.columns
     if record.samples is not None:
-        return "mcnemar", {"value": Bits(record.samples.n, record.samples.bits).to_array().astype(float)}
+        return "mcnemar", {"value": Bits(record.samples.n, record.samples.bits).to_array().astype(float)}, None
     return None
 
 
@@ -71,7 +73,7 @@ def degrade(statistic: str, arrays: dict[str, np.ndarray], share: float, higher:
 
 
 def test(statistic: str, base: dict, now: dict, higher: bool, rng: np.random.Generator,
-         resamples: int) -> tuple[float, float]:
+         resamples: int, columns: str | None = None) -> tuple[float, float]:
     """(drop, p) of the gate's paired test."""
     if statistic == "mcnemar":
         b, c = base["value"].astype(bool), now["value"].astype(bool)
@@ -79,18 +81,20 @@ def test(statistic: str, base: dict, now: dict, higher: bool, rng: np.random.Gen
             b, c = ~b, ~c
         drop = float(b.mean() - c.mean())
         return drop, mcnemar_exact(b, c).p_value
-    result = paired_bootstrap(UnitStats(statistic, "unit", base), UnitStats(statistic, "unit", now),
+    result = paired_bootstrap(UnitStats(statistic, "unit", base, columns=columns),
+                              UnitStats(statistic, "unit", now, columns=columns),
                               higher_is_better=higher, rng=rng, resamples=resamples, level=0.95)
     return result.drop, result.p_value
 
 
 def simulate(record: Record, statistic: str, arrays: dict, *, trials: int, resamples: int, tolerance: float,
-             seed: int) -> dict:
+             seed: int, columns: str | None = None) -> dict:
     rng = np.random.default_rng(seed)
     higher = record.higher_is_better
     alarms = 0
     for _ in range(trials):
-        drop, p = test(statistic, redraw(arrays, REPLACED, rng), redraw(arrays, REPLACED, rng), higher, rng, resamples)
+        drop, p = test(statistic, redraw(arrays, REPLACED, rng), redraw(arrays, REPLACED, rng), higher, rng,
+                       resamples, columns)
         alarms += p < ALPHA  # two-sided, as the nominal 5 % (the gate fails on the worse side only)
     found = {"test": None, "gate": None}
     for share in FRACTIONS:
@@ -98,7 +102,7 @@ def simulate(record: Record, statistic: str, arrays: dict, *, trials: int, resam
         for _ in range(max(20, trials // 4)):
             base = redraw(arrays, REPLACED, rng)
             now = degrade(statistic, redraw(arrays, REPLACED, rng), share, higher, rng)
-            drop, p = test(statistic, base, now, higher, rng, resamples)
+            drop, p = test(statistic, base, now, higher, rng, resamples, columns)
             drops.append(drop)
             detected += p < ALPHA and drop > 0
             gated += p < ALPHA and drop > tolerance
@@ -134,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             why = record.uncertainty or ("intervals only" if record.interval else "no interval")
             unmeasured.append(f"{record.probe}.{record.metric} on {record.dataset} ({record.encoder}): {why}")
             continue
-        statistic, arrays = found
+        statistic, arrays, columns = found
         result = simulate(record, statistic, arrays, trials=args.trials, resamples=args.resamples,
-                          tolerance=args.tolerance, seed=i)
+                          tolerance=args.tolerance, seed=i, columns=columns)
         worst = max(worst, result["false_alarm"])
         unit = record.units.unit if record.units else f"{record.samples.split} sample"
+        unit += f" × {columns}" if columns else ""
         name = "McNemar" if statistic == "mcnemar" else "paired bootstrap"
         fmt = lambda v: "> tested range" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {record.probe}.{record.metric} | {record.dataset} | {record.encoder} | {name} ({unit}) | "

@@ -226,6 +226,34 @@ def test_clustered_views_are_compared_by_a_paired_bootstrap_over_sources() -> No
     assert "paired bootstrap over source images" in verdict.failures[0]
 
 
+def test_fewshot_outcomes_pair_over_images_and_support_sets_and_an_old_row_only_baseline_falls_back() -> None:
+    from pytest_visprobe.report.scorecard import Units
+    from pytest_visprobe.report.units import UnitStats, encode_array
+
+    rng = np.random.default_rng(1)
+    base = rng.random((150, 6)) < 0.6
+    now = base.copy()
+    now &= rng.random((150, 6)) < 0.8  # a fifth of the hits lost, in every support set
+
+    def stored(outcomes: np.ndarray, columns: str | None) -> Units:
+        value = outcomes if columns else outcomes.mean(axis=1)
+        return Units(statistic="mean", unit="test image", split="test", n=150, key="k", columns=columns,
+                     arrays={"value": encode_array(value)})
+
+    metric = Metric("fewshot", "top1_5shot", float(now.mean()),
+                    units=UnitStats("mean", "test image", {"value": now}, columns="support set"))
+    baseline = Record(encoder="e", probe="fewshot", dataset="d", metric="top1_5shot", value=float(base.mean()),
+                      higher_is_better=True, passed=True, nodeid="t", units=stored(base, "support set"))
+    common = dict(encoder="e", dataset="d", threshold=None, baseline_source="b", tolerance=0.0, seed=0,
+                  resamples=300, units=stored(now, "support set"))
+    verdict = evaluate(metric, baseline=baseline, **common)
+    assert verdict.comparison.method == "paired_bootstrap" and not verdict.passed
+    old = baseline.model_copy(update={"units": stored(base, None)})  # written before support sets were resampled
+    fallback = evaluate(metric, baseline=old, interval=Interval(low=0.4, high=0.5, method="bootstrap"), **common)
+    assert fallback.comparison.method == "intervals"
+    assert fallback.comparison.note == "the baseline resampled test images, this run test images and support sets"
+
+
 def test_threshold_on_the_bound_fails_a_metric_only_luckily_above_its_floor() -> None:
     from pytest_visprobe.report.thresholds import Threshold
 

@@ -105,9 +105,52 @@ def test_paired_bootstrap_equals_a_direct_loop_and_detects_a_real_drop():
     assert lower.drop == pytest.approx(0.1)  # for a lower-is-better statistic, rising is worse
 
 
+def test_crossed_bootstrap_resamples_rows_and_columns_together():
+    """Few-shot outcomes are test images × support sets. On additive data x_ij = a_i + b_j a
+    resample's mean is mean(a[rows]) + mean(b[cols]) exactly (known answer), so the crossed
+    interval equals the percentile interval of that sum, and is wider than resampling rows alone
+    by the support sets' share of the variance."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0, 1, 60), rng.normal(0, 1, 8)
+    stats = units.UnitStats("mean", "test image", {"value": a[:, None] + b[None, :]}, columns="support set")
+    assert (stats.n, stats.n_columns) == (60, 8)
+    crossed = units.interval(stats, np.random.default_rng(11), 2000, 0.95)
+    draw = np.random.default_rng(11)
+    rows, cols = draw.integers(0, 60, (2000, 60)), draw.integers(0, 8, (2000, 8))
+    reference = _percentile([a[r].mean() + b[c].mean() for r, c in zip(rows, cols)])
+    assert crossed == pytest.approx(reference)
+    rows_only = units.interval(units.UnitStats("mean", "test image", {"value": a[:, None] + b[None, :]}),
+                               np.random.default_rng(11), 2000, 0.95)
+    width = np.sqrt(a.var() / 60 + b.var() / 8) / np.sqrt(a.var() / 60)
+    assert (crossed[1] - crossed[0]) / (rows_only[1] - rows_only[0]) == pytest.approx(width, rel=0.15)
+
+
+def test_crossed_paired_bootstrap_equals_a_direct_loop():
+    rng = np.random.default_rng(6)
+    base = rng.random((200, 5)) < 0.7
+    now = base.copy()
+    now[:, 2] = False  # one support set went wrong everywhere: a drop the columns must carry
+    b = units.UnitStats("mean", "test image", {"value": base}, columns="support set")
+    c = units.UnitStats("mean", "test image", {"value": now}, columns="support set")
+    result = units.paired_bootstrap(b, c, higher_is_better=True, rng=np.random.default_rng(3), resamples=400,
+                                    level=0.95)
+    draw = np.random.default_rng(3)
+    rows, cols = draw.integers(0, 200, (400, 200)), draw.integers(0, 5, (400, 5))
+    diffs = np.array([base[r][:, k].mean() - now[r][:, k].mean() for r, k in zip(rows, cols)])
+    assert result.drop == pytest.approx(base.mean() - now.mean())
+    assert (result.low, result.high) == pytest.approx(_percentile(diffs))
+    with pytest.raises(ValueError, match="same units"):
+        units.paired_bootstrap(b, units.UnitStats("mean", "test image", {"value": base[:, :4]}, columns="support set"),
+                               higher_is_better=True, rng=np.random.default_rng(0), resamples=10, level=0.95)
+    with pytest.raises(ValueError, match="second axis"):
+        units.UnitStats("mean", "test image", {"value": base[:, 0]}, columns="support set")
+
+
 def test_arrays_round_trip_and_corrupt_data_is_refused():
-    for array in (np.arange(12, dtype=np.int64).reshape(3, 4), np.linspace(0, 1, 5)):
+    for array in (np.arange(12, dtype=np.int64).reshape(3, 4), np.linspace(0, 1, 5),
+                  np.array([[True, False], [False, True]])):
         assert np.array_equal(units.decode_array(units.encode_array(array)), array)
+    assert units.encode_array(np.ones((4, 10), bool))["dtype"] == "|u1"  # a byte per 0/1 outcome
     stored = units.encode_array(np.arange(6))
     with pytest.raises(ValueError, match="values stored for shape"):
         units.decode_array({**stored, "shape": [7]})

@@ -17,16 +17,20 @@ import numpy as np
 class FewShotResult:
     """Top-1 accuracy over trials. ``std`` is the sample std (ddof=1) unless asked otherwise.
 
-    ``per_sample`` [M]: for each test sample, the fraction of trials that classified it
-    correctly, in test order; its mean is ``mean`` exactly, so a bootstrap over test samples
-    gives an interval for the test-set part of the uncertainty (``std`` is the support-set part).
+    ``outcomes`` [M, trials] bool: whether trial t classified test sample i correctly. Its mean
+    is ``mean`` exactly; resampling its rows (test samples) and columns (support sets) together
+    gives an interval with both parts of the uncertainty. ``per_sample`` [M] is its row mean.
     """
 
     n_shot: int
     mean: float
     std: float
     per_trial: tuple[float, ...]
-    per_sample: np.ndarray = field(default=None, repr=False, compare=False)
+    outcomes: np.ndarray = field(default=None, repr=False, compare=False)
+
+    @property
+    def per_sample(self) -> np.ndarray:
+        return self.outcomes.mean(axis=1)
 
 
 def _as_split(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -119,17 +123,15 @@ def fewshot_accuracy(
     target = np.searchsorted(classes, test_y)  # test labels as prototype rows
     test_n = _l2_normalize(test_x)
     n_classes = classes.size
-    accs = []
-    correct_count = np.zeros(test_y.shape[0], dtype=np.int64)
+    outcomes = np.zeros((test_y.shape[0], trials), dtype=bool)
     for t in range(trials):
         idx = support_indices(train_y, n_shot=n_shot, trial=t, seed=seed)
         support = _l2_normalize(train_x[idx]).reshape(n_classes, n_shot, -1)
         prototypes = support.mean(axis=1)  # not re-normalised (the study's rule)
         pred = np.argmax(test_n @ prototypes.T, axis=1)
-        correct = pred == target
-        correct_count += correct
-        accs.append(float(np.mean(correct)))
+        outcomes[:, t] = pred == target
+    accs = outcomes.mean(axis=0).tolist()
     per_trial = tuple(accs)
     std = float(np.std(accs, ddof=ddof)) if len(accs) > ddof else float("nan")
     return FewShotResult(n_shot=int(n_shot), mean=float(np.mean(accs)), std=std, per_trial=per_trial,
-                         per_sample=correct_count / trials)
+                         outcomes=outcomes)

@@ -3,7 +3,8 @@
 Per trial, N training images per class are drawn (seeded from the session seed and the trial),
 their L2-normalised features are averaged into class prototypes, and every test image goes to
 the prototype with the largest dot product. The metric is the mean top-1 over the trials, with
-the std over trials as its spread.
+the std over trials as its spread and a bootstrap over test images and support sets together
+as its interval.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def metric_name(n_shot: int) -> str:
 def run(ctx: "ProbeContext", n_shot: int) -> list[Metric]:
     import numpy as np
 
+    from pytest_visprobe.kernels.chance import majority_share
     from pytest_visprobe.kernels.fewshot import fewshot_accuracy
     from pytest_visprobe.report.units import UnitStats
 
@@ -59,12 +61,11 @@ def run(ctx: "ProbeContext", n_shot: int) -> list[Metric]:
                               n_shot=n_shot, trials=config.trials, seed=ctx.seed, ddof=config.ddof)
     details = FewShotDetails(n_shot=n_shot, trials=config.trials, per_trial=[round(a, 6) for a in result.per_trial],
                              n_test=int(len(test.labels)))
-    # per test image, its accuracy over the trials: images are the resampled (and paired) unit;
-    # the support sets' variance is the spread, not part of the interval
-    units = UnitStats("mean", "test image", {"value": np.asarray(result.per_sample, dtype=np.float64)},
-                      note="support sets fixed")
+    # test images × support sets, both resampled (and paired): the interval carries the trial
+    # variance as well as the test set's
+    units = UnitStats("mean", "test image", {"value": result.outcomes}, columns="support set")
     return [Metric("fewshot", metric_name(n_shot), result.mean, spread=result.std, details=details,
-                   units=units, chance=1.0 / len(ctx.dataset.class_names))]
+                   units=units, chance=majority_share(test.labels))]
 
 
 FEWSHOT = ProbeSpec(
@@ -72,7 +73,7 @@ FEWSHOT = ProbeSpec(
     description="nearest-prototype classification from N labelled images per class",
     metrics=(MetricSpec("top1_{n}shot", True,
                         "nearest-prototype top-1 with N training image(s) per class; mean over trials",
-                        chance="1/K for K classes"),),
+                        chance="the majority class's share of the test split"),),
     run=run,
     settings=FewShotConfig,
     details=FewShotDetails,

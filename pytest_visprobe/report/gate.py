@@ -175,9 +175,16 @@ def _paired_units(record: Record, units: Units, value: float):
         return None, "the baseline saw other units (dataset, split or count differ)"
     if base.statistic != units.statistic:
         return None, f"the baseline's statistic is {base.statistic}, this run's {units.statistic}"
+    if base.columns != units.columns:
+        return None, (f"the baseline resampled {base.unit}s" + (f" and {base.columns}s" if base.columns else "")
+                      + f", this run {units.unit}s" + (f" and {units.columns}s" if units.columns else ""))
     try:
-        baseline = UnitStats(base.statistic, base.unit, {k: decode_array(a) for k, a in base.arrays.items()})
-        current = UnitStats(units.statistic, units.unit, {k: decode_array(a) for k, a in units.arrays.items()})
+        baseline = UnitStats(base.statistic, base.unit, {k: decode_array(a) for k, a in base.arrays.items()},
+                             columns=base.columns)
+        current = UnitStats(units.statistic, units.unit, {k: decode_array(a) for k, a in units.arrays.items()},
+                            columns=units.columns)
+        if baseline.n_columns != current.n_columns:
+            return None, f"the baseline has {baseline.n_columns} {base.columns}s, this run {current.n_columns}"
         consistent = (abs(baseline.value() - record.value) <= 1e-6 * max(1.0, abs(record.value))
                       and abs(current.value() - value) <= 1e-6 * max(1.0, abs(value)))
     except (ValueError, TypeError, KeyError) as exc:

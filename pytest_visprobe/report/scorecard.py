@@ -69,6 +69,7 @@ class Units(BaseModel):
     n: int
     key: str  # hash of (dataset or derived-data fingerprint, split, n): the same units in the same order
     note: str | None = None  # what resampling holds fixed, e.g. "partition fixed"
+    columns: str | None = None  # a crossed second unit along the arrays' second axis, e.g. "support set"
     arrays: dict[str, dict[str, Any]]  # name -> {dtype, shape, data (base64)}
 
 

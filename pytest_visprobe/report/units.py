@@ -119,7 +119,10 @@ class UnitStats:
     """Rows of per-unit statistics (one row per independent unit, all arrays the same length).
 
     ``unit`` says what a row is, for the reader ("test image", "source image"); ``note`` says
-    what the resampling holds fixed, where that matters (e.g. "partition fixed").
+    what the resampling holds fixed, where that matters (e.g. "partition fixed"). ``columns``
+    names a second, crossed unit along every array's second axis (e.g. "support set" for
+    few-shot trials): rows and columns are then resampled together (a two-way bootstrap, which
+    counts the row × column interaction twice and so errs wide).
     """
 
     statistic: str
@@ -127,20 +130,31 @@ class UnitStats:
     arrays: Mapping[str, np.ndarray]
     note: str | None = None
     split: str = "test"
+    columns: str | None = None
     n: int = field(init=False)
+    n_columns: int = field(init=False)
 
     def __post_init__(self) -> None:
-        lengths = {name: np.asarray(a).shape[0] for name, a in self.arrays.items()}
-        if not lengths or len(set(lengths.values())) != 1:
-            raise ValueError(f"unit arrays must be non-empty and of one length, got {lengths}")
+        shapes = {name: np.shape(a) for name, a in self.arrays.items()}
+        if not shapes or any(not s for s in shapes.values()) or len({s[0] for s in shapes.values()}) != 1:
+            raise ValueError(f"unit arrays must be non-empty and of one length, got {shapes}")
+        n_columns = 1
+        if self.columns is not None:
+            if any(len(s) < 2 for s in shapes.values()) or len({s[1] for s in shapes.values()}) != 1:
+                raise ValueError(f"crossed unit arrays ({self.columns}) must share their second axis, got {shapes}")
+            n_columns = next(iter(shapes.values()))[1]
         STATISTICS.get(self.statistic)  # an unknown name fails here, with did-you-mean
-        object.__setattr__(self, "n", next(iter(lengths.values())))
+        object.__setattr__(self, "n", next(iter(shapes.values()))[0])
+        object.__setattr__(self, "n_columns", n_columns)
 
-    def value(self, rows: np.ndarray | None = None) -> float:
+    def value(self, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> float:
         function = STATISTICS.get(self.statistic)
-        if rows is None:
-            return function(**{k: np.asarray(a) for k, a in self.arrays.items()})
-        return function(**{k: np.asarray(a)[rows] for k, a in self.arrays.items()})
+        arrays = {k: np.asarray(a) for k, a in self.arrays.items()}
+        if rows is not None:
+            arrays = {k: a[rows] for k, a in arrays.items()}
+        if columns is not None:
+            arrays = {k: a[:, columns] for k, a in arrays.items()}
+        return function(**arrays)
 
 
 def clustered(scores: np.ndarray, clusters: np.ndarray, unit: str, note: str | None = None) -> UnitStats:
@@ -160,19 +174,26 @@ def resample_rows(n: int, rng: np.random.Generator, resamples: int) -> np.ndarra
     return rng.integers(0, n, (resamples, n))
 
 
-def _draws(stats: UnitStats, rows: np.ndarray) -> np.ndarray:
+def _resamples(stats: UnitStats, rng: np.random.Generator, resamples: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows, and columns for crossed units, of ``resamples`` bootstrap resamples."""
+    rows = resample_rows(stats.n, rng, resamples)
+    columns = resample_rows(stats.n_columns, rng, resamples) if stats.columns is not None else None
+    return rows, columns
+
+
+def _draws(stats: UnitStats, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
     out = np.full(rows.shape[0], np.nan)
     for b, r in enumerate(rows):
         try:
-            out[b] = stats.value(r)
+            out[b] = stats.value(r, None if columns is None else columns[b])
         except ValueError:  # undefined on this resample (e.g. a class absent): left out
             continue
     return out
 
 
 def interval(stats: UnitStats, rng: np.random.Generator, resamples: int, level: float) -> tuple[float, float]:
-    """Percentile bootstrap interval of the statistic over units."""
-    draws = _draws(stats, resample_rows(stats.n, rng, resamples))
+    """Percentile bootstrap interval of the statistic over units (and crossed columns)."""
+    draws = _draws(stats, *_resamples(stats, rng, resamples))
     draws = draws[~np.isnan(draws)]
     if draws.size < resamples // 2:
         raise ValueError(f"{stats.statistic} is undefined on most resamples of {stats.n} {stats.unit}s")
@@ -195,11 +216,12 @@ def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_bette
     p-value: twice the smaller share of resampled drops on either side of zero (the percentile
     interval inverted), at least 1 / (resamples + 1).
     """
-    if baseline.n != current.n or baseline.statistic != current.statistic:
+    if ((baseline.n, baseline.columns, baseline.n_columns, baseline.statistic)
+            != (current.n, current.columns, current.n_columns, current.statistic)):
         raise ValueError("paired statistics need the same units and the same statistic")
     sign = 1.0 if higher_is_better else -1.0
-    rows = resample_rows(current.n, rng, resamples)
-    diffs = sign * (_draws(baseline, rows) - _draws(current, rows))
+    rows, columns = _resamples(current, rng, resamples)
+    diffs = sign * (_draws(baseline, rows, columns) - _draws(current, rows, columns))
     diffs = diffs[~np.isnan(diffs)]
     if diffs.size < resamples // 2:
         raise ValueError(f"{current.statistic} is undefined on most resamples")
@@ -218,7 +240,9 @@ def encode_array(array: np.ndarray) -> dict:
     a = np.ascontiguousarray(array)
     if a.dtype.kind == "f":
         a = a.astype("<f8")
-    elif a.dtype.kind in "iub":
+    elif a.dtype.kind == "b":
+        a = a.astype("|u1")  # 0/1 outcomes: a byte each
+    elif a.dtype.kind in "iu":
         a = a.astype("<i8") if a.size and (a.min() < -2**31 or a.max() >= 2**31) else a.astype("<i4")
     else:
         raise TypeError(f"cannot store {a.dtype} unit statistics")
@@ -228,7 +252,7 @@ def encode_array(array: np.ndarray) -> dict:
 def decode_array(stored: Mapping) -> np.ndarray:
     raw = base64.b64decode(str(stored["data"]).encode("ascii"), validate=True)
     dtype = np.dtype(str(stored["dtype"]))
-    if dtype.str not in ("<f8", "<i4", "<i8"):
+    if dtype.str not in ("<f8", "<i4", "<i8", "|u1"):
         raise ValueError(f"unexpected dtype {dtype.str}")
     shape = tuple(int(s) for s in stored["shape"])
     array = np.frombuffer(raw, dtype=dtype)

@@ -233,13 +233,14 @@ class Recorder:
                              f"value is {metric.value} (a probe bug)")
         source = metric.data_key or dataset.fingerprint
         record = Units(statistic=stats.statistic, unit=stats.unit, split=stats.split, n=stats.n,
-                       key=samples_key(source, stats.split, stats.n), note=stats.note,
+                       key=samples_key(source, stats.split, stats.n), note=stats.note, columns=stats.columns,
                        arrays={k: unit_stats.encode_array(v) for k, v in stats.arrays.items()})
         try:
             low, high = unit_stats.interval(stats, seed_for(self.seed, *key), gate.resamples, gate.level)
         except ValueError:
             return None, None, record
-        method = f"bootstrap over {stats.unit}s" + (f" ({stats.note})" if stats.note else "")
+        method = f"bootstrap over {stats.unit}s" + (f" and {stats.columns}s (crossed)" if stats.columns else "")
+        method += f" ({stats.note})" if stats.note else ""
         return Interval(low=low, high=high, level=gate.level, method=method, resamples=gate.resamples), None, record
 
     def control_encoder(self, encoder: "Encoder") -> "Encoder":
