@@ -75,3 +75,33 @@ def test_transformation_chance_is_the_majority_share():
     test_f = np.array([0] * 10 + [1] * 3 + [2] * 28)  # a large family, as colour's 10 of 41
     details = _details(np.ones(len(test_f)), test_f, ["a", "b", "c"], test_f, test_f, 3)
     assert details["chance"] == details["majority"] == np.bincount(test_f).max() / len(test_f)
+
+
+def test_top_share_is_the_best_constant_top_k_guess():
+    """Against enumeration: every constant top-k guess (a set of k classes) and its hit rate."""
+    from pytest_visprobe.kernels.chance import majority_share, top_share
+
+    labels = np.array([3] * 9 + [0] * 5 + [1] * 4 + [2] * 2)
+    for k in (1, 2, 3):
+        best = max(np.isin(labels, guess).mean() for guess in itertools.combinations(range(5), k))
+        assert top_share(labels, k, n_classes=5) == best
+    assert majority_share(labels) == 9 / 20
+    with pytest.raises(ValueError, match="empty"):
+        majority_share(np.array([], dtype=int))
+
+
+def test_fewshot_chance_is_the_majority_share_of_the_test_split():
+    from types import SimpleNamespace
+
+    from pytest_visprobe.probes.fewshot import FewShotConfig, run
+
+    rng = np.random.default_rng(2)
+    test_y = np.array([0] * 12 + [1] * 5 + [2] * 3)
+    splits = {"train": SimpleNamespace(labels=np.repeat(np.arange(3), 6)), "test": SimpleNamespace(labels=test_y)}
+    features = {"train": rng.normal(size=(18, 4)), "test": rng.normal(size=(20, 4))}
+    torch = pytest.importorskip("torch")
+    ctx = SimpleNamespace(settings=FewShotConfig(trials=2), seed=0,
+                          dataset=SimpleNamespace(name="d", class_names=["a", "b", "c"], split=splits.__getitem__),
+                          features=lambda split: torch.as_tensor(features[split]), skip=pytest.skip)
+    (metric,) = run(ctx, n_shot=1)
+    assert metric.chance == 12 / 20

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from pytest_visprobe.errors import VisprobeError
 from pytest_visprobe.probes.heads import LinearProbeConfig, MLPProbeConfig
 from pytest_visprobe.probes.spec import Metric
+from pytest_visprobe.kernels.chance import majority_share
 from pytest_visprobe.kernels.linear import fit_probe, standardizer, top1
 
 #: ``fit(train_x, train_y, n_classes) -> logits_fn``: trains on features, returns a scorer.
@@ -211,7 +212,7 @@ def _details(correct: np.ndarray, groups: np.ndarray, families: Sequence[str], t
     """Per-family accuracy, sizes, and chance: the best constant guess (the largest class share
     in the test set; 1/n only when the classes are balanced, e.g. families of unequal size are not)."""
     per_family = {families[f]: round(float(correct[groups == f].mean()), 4) for f in np.unique(groups)}
-    majority = float(np.bincount(np.asarray(test_y), minlength=n).max() / len(test_y))
+    majority = majority_share(test_y)
     return {
         "per_family_top1": per_family,
         "chance": majority,

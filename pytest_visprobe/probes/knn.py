@@ -48,7 +48,7 @@ def run(ctx: "ProbeContext", k: int) -> list[Metric]:
     import numpy as np
 
     from pytest_visprobe.kernels.knn import knn_predict
-    from pytest_visprobe.probes.label import majority_share
+    from pytest_visprobe.kernels.chance import majority_share
 
     config: KnnConfig = ctx.settings
     train, test = ctx.dataset.split("train"), ctx.dataset.split("test")

@@ -60,20 +60,14 @@ def label_top1(train_x: "torch.Tensor", train_y: "np.ndarray", test_x: "torch.Te
     import numpy as np
     import torch
 
+    from pytest_visprobe.kernels.chance import majority_share
+
     head = fit_label_head(train_x, train_y, n_classes=n_classes, config=config, seed=seed)
     correct = (head.logits(test_x).argmax(dim=1) == torch.as_tensor(test_y, dtype=torch.long)).numpy()
     details = LabelDetails(weight_decay=head.weight_decay, recipe=config.recipe, n_train=int(len(train_y)),
                            n_test=int(len(test_y)))
     return Metric("label_probe", "top1", float(correct.mean()), details=details,
                   per_sample=correct.astype(np.uint8), chance=majority_share(test_y)), head
-
-
-def majority_share(labels: "np.ndarray") -> float:
-    """The largest class's share of ``labels``: the accuracy of always guessing that class."""
-    import numpy as np
-
-    counts = np.bincount(np.asarray(labels, dtype=np.int64))
-    return float(counts.max() / counts.sum())
 
 
 def shared_label_probe(ctx: "ProbeContext", config: LinearProbeConfig) -> tuple[Metric, "LinearHead"]:

@@ -80,17 +80,10 @@ def require_text_tower(ctx: "ProbeContext") -> None:
                  f"in the space of embed()).")
 
 
-def top_share(labels: "np.ndarray", n_classes: int, k: int) -> float:
-    """Share of the labels in the ``k`` most frequent classes: the best a constant guess scores."""
-    import numpy as np
-
-    counts = np.sort(np.bincount(labels, minlength=n_classes))[::-1]
-    return float(counts[:k].sum() / max(1, len(labels)))
-
-
 def run(ctx: "ProbeContext") -> list[Metric]:
     import numpy as np
 
+    from pytest_visprobe.kernels.chance import top_share
     from pytest_visprobe.kernels.zeroshot import class_text_embeddings, target_ranks, zeroshot_logits
     from pytest_visprobe.probes.prompts import prompt_name, templates_for
 
@@ -107,7 +100,7 @@ def run(ctx: "ProbeContext") -> list[Metric]:
         if k == 1 or len(names) > k:
             correct = (ranks < k).astype(np.uint8)
             metrics.append(Metric("zeroshot", f"top{k}", float(correct.mean()), details=details, per_sample=correct,
-                                  chance=top_share(labels, len(names), k)))
+                                  chance=top_share(labels, k, len(names))))
     return metrics
 
 
