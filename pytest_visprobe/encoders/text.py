@@ -315,6 +315,8 @@ def label_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -> l
     BPE token that carries the space before the name (GPT-2's " tench") overlaps it and counts.
     """
     start, end = span
+    if start >= end:  # an empty name has no tokens
+        return []
     return [i for i, (a, b) in enumerate(offsets) if a < b and a < end and b > start]
 
 
