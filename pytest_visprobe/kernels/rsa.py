@@ -89,7 +89,7 @@ class WelchResampler:
     L2-normalised independently, so a resampled class's mean is a weighted sum of unit rows (one
     sparse class-by-row product), and its one scalar spread follows from per-row sums and sums of
     squares computed once: var = E[u^2] - E[u]^2 over the class's n_k x D entries. The features
-    are not copied whole; the product reads them in float64 blocks of ``block`` rows.
+    are not copied whole; the product reads the drawn rows in float64 blocks of ``block`` rows.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, n_classes: int, *, block: int = 8192) -> None:
@@ -120,10 +120,11 @@ class WelchResampler:
             raise ValueError(f"classes {np.flatnonzero(n == 0)[:10].tolist()} have no samples; their RDM rows are undefined")
         scale = w / (self.norms * n[self.y])
         mu = np.zeros((k, d))
-        for lo in range(0, self.x.shape[0], self.block):
-            hi = min(lo + self.block, self.x.shape[0])
-            picks = csr_matrix((scale[lo:hi], (self.y[lo:hi], np.arange(hi - lo))), shape=(k, hi - lo))
-            mu += picks @ self.x[lo:hi].astype(np.float64)
+        drawn = np.flatnonzero(w)  # a bootstrap draw leaves about a third of the rows out
+        for lo in range(0, drawn.size, self.block):
+            rows = drawn[lo:lo + self.block]
+            picks = csr_matrix((scale[rows], (self.y[rows], np.arange(rows.size))), shape=(k, rows.size))
+            mu += picks @ self.x[rows].astype(np.float64)
         mean = np.bincount(self.y, weights=w * self.rowsum, minlength=k) / (n * d)
         square = np.bincount(self.y, weights=w * self.rowsq, minlength=k) / (n * d)
         s2 = np.maximum(square - mean**2, 0.0)
