@@ -49,7 +49,8 @@ class TextModelUnavailable(VisprobeError):
 
 #: text model name -> factory(ARG) -> embedder; NAME or NAME:ARG specs resolve through it
 TEXT_MODELS: Registry[EmbedderFactory] = Registry(
-    "text model", hint="Use NAME or NAME:ARG, e.g. 'minilm', 'open_clip:ViT-B-32/openai', 'hf:bert-base-uncased'.")
+    "text model", hint="Use NAME or NAME:ARG, e.g. 'minilm', 'open_clip:ViT-B-32/openai', 'hf:bert-base-uncased', "
+    "'hf-token:gpt2'.")
 _LOADED: dict[str, TextEmbedder] = {}
 _LOCK = threading.RLock()  # a factory may itself resolve another spec
 
