@@ -19,8 +19,18 @@ from scipy.stats import pearsonr
 
 from pytest_visprobe.datasets import load_dataset
 from pytest_visprobe.encoders import text as T
-from pytest_visprobe.kernels.rsa import WelchResampler, correlation_matrix, euclidean_rdm, welch_rdm
-from pytest_visprobe.probes.similarity import SimilarityConfig, rdms_of, study_names, within_class_intervals
+from pytest_visprobe.kernels.rsa import (
+    WelchResampler,
+    correlation_matrix,
+    euclidean_rdm,
+    welch_rdm,
+)
+from pytest_visprobe.probes.similarity import (
+    SimilarityConfig,
+    rdms_of,
+    study_names,
+    within_class_intervals,
+)
 from pytest_visprobe.report.statistics import percentile_interval
 from pytest_visprobe.runner.options import ENCODER_OPTION
 
@@ -189,7 +199,7 @@ def test_intervals_equal_the_row_copying_bootstrap():
     features = {name: (latent[y] @ rng.standard_normal((3, 9)) + rng.standard_normal((y.size, 9))).astype(np.float32)
                 for name in ("a", "b")}
     extra = {"text": euclidean_rdm(rng.standard_normal((6, 4)))}
-    pick = lambda c: c[[0, 1], [2, 2]]  # noqa: E731
+    pick = lambda c: c[[0, 1], [2, 2]]
     got = within_class_intervals(features, y, 6, extra, pick, rng=np.random.default_rng(5), resamples=50)
 
     draws, replay = [], np.random.default_rng(5)

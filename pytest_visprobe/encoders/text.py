@@ -326,7 +326,9 @@ def _hf_token_factory(arg: str | None) -> TextEmbedder:
 
     Devillers et al. index BERT's and GPT-2's last hidden layer at one fixed position of
     "a photo of {classname}.", the first token of the name (after BERT's [CLS]); ``token="first"``
-    is that token, found from the fast tokenizer's offsets so it holds for any prompt. GPT-2 is
+    is that token, found from the fast tokenizer's offsets so it holds for any prompt (the same
+    token as the study's index wherever the name's first token carries the space before it, as
+    every "Ġx" start does in GPT-2's own vocabulary). GPT-2 is
     causal, so ``"last"`` is the one token that has read the whole name; ``"mean"`` averages the
     name's tokens. No pooling over the prompt, no normalisation.
     """
@@ -352,7 +354,7 @@ def _hf_token_factory(arg: str | None) -> TextEmbedder:
                 picked = label_tokens(offsets[row], span)
                 if not picked:
                     raise ValueError(f"hf-token:{arg}: no token of {text!r} covers the class name at characters "
-                                     f"{span[0]}..{span[1]} (an empty name, or the text was truncated)")
+                                     f"{span[0]}..{span[1]}; is the class name empty?")
                 states = hidden[row, picked]
                 out.append({"first": states[0], "last": states[-1], "mean": states.mean(dim=0)}[token])
         return torch.stack(out).float().numpy()

@@ -155,7 +155,11 @@ def text_sides(ctx: "ProbeContext", names: list[str]) -> list[tuple[str, str, "n
     one encoder a model's record belongs to (its own text tower), None for every encoder."""
     import numpy as np
 
-    from pytest_visprobe.encoders.text import TextModelUnavailable, embed_labels, text_definition
+    from pytest_visprobe.encoders.text import (
+        TextModelUnavailable,
+        embed_labels,
+        text_definition,
+    )
     from pytest_visprobe.errors import TextTowerUnavailable
     from pytest_visprobe.kernels.rsa import euclidean_rdm
 
@@ -190,7 +194,6 @@ def text_sides(ctx: "ProbeContext", names: list[str]) -> list[tuple[str, str, "n
 
 def run(ctx: "ProbeContext", against: Literal["reference", "language"]) -> list[Metric]:
     from pytest_visprobe.kernels.rsa import correlation_matrix
-
     from pytest_visprobe.report.statistics import seed_for
 
     config: SimilarityConfig = ctx.settings
