@@ -9,6 +9,9 @@ upper triangles. Two records per dataset and encoder:
   ``probe = "similarity", metric = "rsa_reference", encoder = "finetune*", value = 0.9``.
 - ``similarity.rsa_language``: r with a text model's embeddings of "a photo of {label}."
   (``--visprobe-text-model``, default the offline MiniLM).
+- ``similarity.rsa_language_NAME``: under a profile naming ``text_models`` (``paper``: BERT and
+  GPT-2 at the class name's token, and an image-text encoder's own ``encode_text`` on ImageNet-val,
+  as Devillers et al.), r with each named text model; the details say which text definition.
 
 Every record carries the full correlation matrix in its details; the report draws it as a
 heat-map and an average-linkage dendrogram on 1 - r.

@@ -54,6 +54,9 @@ def test_two_encoders_and_the_language_model(suite, monkeypatch):
     text_rdm = euclidean_rdm(embed_labels(digits.class_names))
     assert language["value"] == pytest.approx(rdm_correlation(welch_rdm(test_x, test_y, 10), text_rdm), abs=1e-5)
     assert language["details"]["names"] == ["conv", "pooled", "text:minilm"]
+    assert language["details"]["text_definition"] == ("all-MiniLM-L6-v2 sentence embedding (mean over all tokens "
+                                                      "of the last layer), L2-normalised")
+    assert language["details"]["split"] == "test" and language["details"]["class_names"] == "dataset"
 
     # The reference is the first --encoder: only the other one gets rsa_reference.
     reference = records[("pooled", "similarity", "digits", "rsa_reference")]

@@ -258,6 +258,9 @@ class Dataset:
     name: str
     splits: dict[str, Split]
     class_names: list[str] = field(default_factory=list)
+    #: per class, its synonyms in the source's order where the source has several (ImageNet's
+    #: WordNet synsets); empty when each class has only its name
+    class_synonyms: list[list[str]] = field(default_factory=list)
     attribute_names: list[str] = field(default_factory=list)
     targets: frozenset[str] = frozenset()
     fingerprint: str = ""  # content/config hash; part of every feature-cache key

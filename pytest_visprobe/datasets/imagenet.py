@@ -4,7 +4,9 @@
 prepares (and most ImageNet copies use). The 50 images per class are split per class with
 the seed (``test_fraction``); ``subset=N`` keeps a seeded N images of each split, e.g. the
 robustness protocol's 1,000. Class names are readable words when torchvision's ``meta.bin``
-or Kaggle's ``LOC_synset_mapping.txt`` sits in ``DATA_ROOT/imagenet``; else the wnids.
+or Kaggle's ``LOC_synset_mapping.txt`` sits in ``DATA_ROOT/imagenet``; else the wnids. The
+name is the synset's first synonym; all its synonyms ride along as ``class_synonyms`` (RSA's
+study names are built from the first two).
 ImageNet cannot be downloaded automatically (its licence requires a sign-in).
 """
 
@@ -43,16 +45,18 @@ def load_imagenet_val(
         ))
     dataset = load_imagefolder(folder / "val", seed=seed, image_size=image_size,
                                test_fraction=test_fraction, subset=subset)
-    names, source = _readable_names(folder, dataset.class_names)
+    synonyms, source = _synonyms(folder, dataset.class_names)
     return replace(
-        dataset, name="imagenet_val", class_names=names, description=DESCRIPTION,
+        dataset, name="imagenet_val", class_names=[s[0] for s in synonyms], class_synonyms=synonyms,
+        description=DESCRIPTION,
         fingerprint=fingerprint_of("imagenet_val", dataset.fingerprint, source),
     )
 
 
-def _readable_names(folder: Path, wnids: list[str]) -> tuple[list[str], str | None]:
-    """wnid -> first synonym ("n01440764" -> "tench"), from whichever mapping file exists."""
-    mapping: dict[str, str] = {}
+def _synonyms(folder: Path, wnids: list[str]) -> tuple[list[list[str]], str | None]:
+    """wnid -> its synonyms (["tench", "Tinca tinca"]), from whichever mapping file exists; a
+    wnid the file does not name is its own only synonym."""
+    mapping: dict[str, list[str]] = {}
     source = None
     loc = folder / "LOC_synset_mapping.txt"
     meta = folder / "meta.bin"
@@ -61,7 +65,7 @@ def _readable_names(folder: Path, wnids: list[str]) -> tuple[list[str], str | No
             for line in handle:
                 wnid, _, words = line.strip().partition(" ")
                 if wnid:
-                    mapping[wnid] = words.split(",")[0].strip()
+                    mapping[wnid] = [w.strip() for w in words.split(",") if w.strip()] or [wnid]
         source = file_digest(loc)
     elif meta.is_file():
         import torch
@@ -71,6 +75,6 @@ def _readable_names(folder: Path, wnids: list[str]) -> tuple[list[str], str | No
         except Exception as exc:  # a truncated or foreign file
             raise DatasetError(f"ImageNet: cannot read {meta} ({type(exc).__name__}: {exc}); delete "
                                "it (class names fall back to wnids) or let torchvision recreate it.") from None
-        mapping = {wnid: classes[0] for wnid, classes in wnid_to_classes.items()}
+        mapping = {wnid: [str(c) for c in classes] or [wnid] for wnid, classes in wnid_to_classes.items()}
         source = file_digest(meta)
-    return [mapping.get(w, w) for w in wnids], source
+    return [mapping.get(w, [w]) for w in wnids], source

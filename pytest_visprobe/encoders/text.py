@@ -9,6 +9,14 @@ A model is named by a spec string ``NAME`` or ``NAME:ARG``:
   PRETRAINED may be a local checkpoint path (``open_clip:ViT-B-32//ckpt/clip.bin``).
 - ``hf:MODEL``: any Hugging Face transformers model (BERT, GPT-2, ...) by hub id or local
   directory, mean-pooled over the non-padding tokens of the last hidden layer.
+- ``hf-token:MODEL``: the same models read as Devillers et al. did (PROTOCOLS.md A): the last
+  hidden state at the class name's token(s) of the prompt, located through the fast
+  tokenizer's character offsets; which token(s) of a multi-token name is ``token`` of
+  :func:`embed_labels` (``first``, the study's, by default).
+
+An embedder may carry ``definition`` (a phrase saying what it computes, for the records) and
+``reads_label_span = True``, in which case it is called as ``embed(texts, spans=..., token=...)``
+with each class name's character span in its text.
 
 Users add their own with :func:`register_text_embedder`. Heavy libraries (torch, transformers,
 open_clip) are imported only when a model is first loaded; loaded models are cached per spec.
@@ -41,7 +49,8 @@ class TextModelUnavailable(VisprobeError):
 
 #: text model name -> factory(ARG) -> embedder; NAME or NAME:ARG specs resolve through it
 TEXT_MODELS: Registry[EmbedderFactory] = Registry(
-    "text model", hint="Use NAME or NAME:ARG, e.g. 'minilm', 'open_clip:ViT-B-32/openai', 'hf:bert-base-uncased'.")
+    "text model", hint="Use NAME or NAME:ARG, e.g. 'minilm', 'open_clip:ViT-B-32/openai', 'hf:bert-base-uncased', "
+    "'hf-token:gpt2'.")
 _LOADED: dict[str, TextEmbedder] = {}
 _LOCK = threading.RLock()  # a factory may itself resolve another spec
 
@@ -94,18 +103,35 @@ def get_text_embedder(model: str = DEFAULT_MODEL) -> TextEmbedder:
         return _LOADED[key]
 
 
+TOKENS = ("first", "mean", "last")
+
+
+def text_definition(model: str = DEFAULT_MODEL, *, token: str = "first") -> str:
+    """What ``model``'s embedding of a prompt is, in words (for the records); loads the model."""
+    name, _ = _parse(model)
+    embedder = get_text_embedder(model)
+    definition = getattr(embedder, "definition", f"the output of the registered text model {name!r}")
+    if getattr(embedder, "reads_label_span", False):
+        definition += f" ({token} token of the name)"
+    return definition
+
+
 def embed_labels(
     class_names: Sequence[str],
     model: str = DEFAULT_MODEL,
     prompt: str = DEFAULT_PROMPT,
     *,
     normalize: bool = True,
+    token: str = "first",
 ) -> np.ndarray:
     """Embed ``prompt`` with ``{label}`` replaced by each class name: float32 [K, D].
 
     Class names are used verbatim (clean up "aquarium_fish"-style names beforehand). Rows are
     L2-normalised by default so that the Euclidean RDM of text models with very different
-    activation scales (GPT-2 vs MiniLM) depends only on their cosine geometry.
+    activation scales (GPT-2 vs MiniLM) depends only on their cosine geometry; the study
+    (``normalize=False``) compares them unnormalised. Embedders that read the class name's span
+    get the characters of its first ``{label}`` in each text and ``token`` (``first``, ``mean``
+    or ``last`` of the name's tokens).
     """
     if isinstance(class_names, str):
         raise ValueError("class_names must be a sequence of names, not one string")
@@ -114,8 +140,16 @@ def embed_labels(
         raise ValueError("no class names to embed")
     if "{label}" not in prompt:
         raise ValueError(f"prompt must contain '{{label}}', got {prompt!r}")
+    if token not in TOKENS:
+        raise ValueError(f"token must be one of {', '.join(TOKENS)}, got {token!r}")
     texts = [prompt.replace("{label}", n) for n in names]
-    emb = np.asarray(get_text_embedder(model)(texts), dtype=np.float32)
+    embedder = get_text_embedder(model)
+    if getattr(embedder, "reads_label_span", False):
+        start = prompt.index("{label}")  # the text before the first {label} is the prompt's own
+        emb = embedder(texts, spans=[(start, start + len(n)) for n in names], token=token)
+    else:
+        emb = embedder(texts)
+    emb = np.asarray(emb, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(f"text model {model!r} returned shape {emb.shape} for {len(texts)} texts")
     if not np.isfinite(emb).all():
@@ -180,6 +214,7 @@ def _minilm_factory(arg: str | None) -> TextEmbedder:
             list(texts), batch_size=64, convert_to_numpy=True, show_progress_bar=False
         )
 
+    embed.definition = "all-MiniLM-L6-v2 sentence embedding (mean over all tokens of the last layer)"
     return embed
 
 
@@ -216,15 +251,17 @@ def _open_clip_factory(arg: str | None) -> TextEmbedder:
         with torch.no_grad():
             return model.encode_text(tokenizer(list(texts))).float().numpy()
 
+    embed.definition = f"CLIP encode_text of {arch}/{pretrained} (EOT token, projected)"
     return embed
 
 
-def _hf_factory(arg: str | None) -> TextEmbedder:
-    """Mean-pooled last hidden layer of a transformers model: ``hf:MODEL_ID_OR_DIR``."""
+def _load_transformers(arg: str | None, spec: str) -> tuple[object, object]:
+    """(tokenizer, model or its encoder) of a transformers model by hub id or local directory,
+    in eval mode; TextModelUnavailable with the fix when transformers or the files are missing."""
     if not arg:
-        raise ValueError("hf text model needs 'hf:MODEL', e.g. 'hf:bert-base-uncased' or 'hf:/path/to/dir'")
+        raise ValueError(f"{spec} text model needs '{spec}:MODEL', e.g. '{spec}:bert-base-uncased' or "
+                         f"'{spec}:/path/to/dir'")
     try:
-        import torch
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
         raise TextModelUnavailable(
@@ -232,7 +269,7 @@ def _hf_factory(arg: str | None) -> TextEmbedder:
         ) from exc
     if arg.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(arg)):
         raise TextModelUnavailable(
-            f"hf text model {arg!r} looks like a local path but is not a directory. Fix: point "
+            f"{spec} text model {arg!r} looks like a local path but is not a directory. Fix: point "
             "it at a directory holding config.json, the tokenizer files and the weights."
         )
     try:
@@ -244,12 +281,22 @@ def _hf_factory(arg: str | None) -> TextEmbedder:
             f"could not load Hugging Face model {arg!r}: {_cause(exc)}. Fix: run once with network "
             "access so it lands in the Hugging Face cache (HF_HOME) and use HF_HUB_OFFLINE=1 "
             "afterwards, or pass a local directory holding config, tokenizer and weights as "
-            "'hf:/path/to/dir'; the default 'minilm' needs no hub access."
+            f"'{spec}:/path/to/dir' (save_pretrained of the model and its tokenizer); the default "
+            "'minilm' needs no hub access."
         ) from exc
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers have no padding token
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "right"  # real tokens keep their positions (and a causal model its states)
     encoder = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
     encoder.eval()
+    return tokenizer, encoder
+
+
+def _hf_factory(arg: str | None) -> TextEmbedder:
+    """Mean-pooled last hidden layer of a transformers model: ``hf:MODEL_ID_OR_DIR``."""
+    import torch
+
+    tokenizer, encoder = _load_transformers(arg, "hf")
 
     def embed(texts: list[str]) -> np.ndarray:
         batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
@@ -258,9 +305,66 @@ def _hf_factory(arg: str | None) -> TextEmbedder:
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().numpy()
 
+    embed.definition = f"{arg}: last hidden layer mean-pooled over all tokens of the prompt"
+    return embed
+
+
+def label_tokens(offsets: Sequence[tuple[int, int]], span: tuple[int, int]) -> list[int]:
+    """Indices of the tokens whose characters overlap ``span`` = (start, end) of the class name.
+
+    Special and padding tokens have empty offsets (start == end) and never count; a byte-level
+    BPE token that carries the space before the name (GPT-2's " tench") overlaps it and counts.
+    """
+    start, end = span
+    if start >= end:  # an empty name has no tokens
+        return []
+    return [i for i, (a, b) in enumerate(offsets) if a < b and a < end and b > start]
+
+
+def _hf_token_factory(arg: str | None) -> TextEmbedder:
+    """Last hidden state at the class name's token(s): ``hf-token:MODEL_ID_OR_DIR``.
+
+    Devillers et al. index BERT's and GPT-2's last hidden layer at one fixed position of
+    "a photo of {classname}.", the first token of the name (after BERT's [CLS]); ``token="first"``
+    is that token, found from the fast tokenizer's offsets so it holds for any prompt (the same
+    token as the study's index wherever the name's first token carries the space before it, as
+    every "Ġx" start does in GPT-2's own vocabulary). GPT-2 is
+    causal, so ``"last"`` is the one token that has read the whole name; ``"mean"`` averages the
+    name's tokens. No pooling over the prompt, no normalisation.
+    """
+    import torch
+
+    tokenizer, encoder = _load_transformers(arg, "hf-token")
+    if not getattr(tokenizer, "is_fast", False):
+        raise TextModelUnavailable(
+            f"hf-token:{arg} has only a slow (Python) tokenizer, which gives no character offsets to "
+            "find the class name's tokens. Fix: put the fast tokenizer file (tokenizer.json) in the "
+            "model directory, e.g. AutoTokenizer.from_pretrained(NAME, use_fast=True).save_pretrained(DIR)."
+        )
+
+    def embed(texts: list[str], *, spans: Sequence[tuple[int, int]], token: str = "first") -> np.ndarray:
+        out = []
+        for lo in range(0, len(texts), 64):
+            chunk = list(texts[lo:lo + 64])
+            batch = tokenizer(chunk, padding=True, return_tensors="pt", return_offsets_mapping=True)
+            offsets = batch.pop("offset_mapping").tolist()
+            with torch.no_grad():
+                hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            for row, (text, span) in enumerate(zip(chunk, spans[lo:lo + 64])):
+                picked = label_tokens(offsets[row], span)
+                if not picked:
+                    raise ValueError(f"hf-token:{arg}: no token of {text!r} covers the class name at characters "
+                                     f"{span[0]}..{span[1]}; is the class name empty?")
+                states = hidden[row, picked]
+                out.append({"first": states[0], "last": states[-1], "mean": states.mean(dim=0)}[token])
+        return torch.stack(out).float().numpy()
+
+    embed.reads_label_span = True
+    embed.definition = f"{arg}: last hidden state at the class name's token(s) of the prompt"
     return embed
 
 
 register_text_embedder("minilm", _minilm_factory)
 register_text_embedder("open_clip", _open_clip_factory)
 register_text_embedder("hf", _hf_factory)
+register_text_embedder("hf-token", _hf_token_factory)

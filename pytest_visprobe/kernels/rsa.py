@@ -81,6 +81,62 @@ def welch_rdm(x: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> np.
     return rdm
 
 
+class WelchResampler:
+    """Welch-t RDMs of one feature matrix under row resampling, one pass over the rows per draw.
+
+    ``rdm(weights)`` equals ``welch_rdm(x[rows], y[rows], n_classes)`` for the multiset of rows
+    with ``weights = np.bincount(rows, minlength=len(x))`` (equal up to float rounding): rows are
+    L2-normalised independently, so a resampled class's mean is a weighted sum of unit rows (one
+    sparse class-by-row product), and its one scalar spread follows from per-row sums and sums of
+    squares computed once: var = E[u^2] - E[u]^2 over the class's n_k x D entries. The features
+    are not copied whole; the product reads the drawn rows in float64 blocks of ``block`` rows.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, n_classes: int, *, block: int = 8192) -> None:
+        x = np.asarray(x)
+        y = np.asarray(y)
+        if x.ndim != 2 or x.shape[0] != y.shape[0] or y.ndim != 1:
+            raise ValueError(f"features [N, D] and labels [N] expected, got {x.shape} and {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer) or y.min(initial=0) < 0 or y.max(initial=0) >= n_classes:
+            raise ValueError(f"labels must be integers in 0..{n_classes - 1}")
+        self.x, self.y, self.k, self.block = x, y, n_classes, block
+        norms, rowsum, rowsq = (np.empty(x.shape[0]) for _ in range(3))
+        for lo in range(0, x.shape[0], block):
+            part = x[lo:lo + block].astype(np.float64)
+            norm = np.maximum(np.linalg.norm(part, axis=1), 1e-12)
+            norms[lo:lo + block] = norm
+            rowsum[lo:lo + block] = part.sum(axis=1) / norm
+            rowsq[lo:lo + block] = np.einsum("ij,ij->i", part, part) / norm**2
+        self.norms, self.rowsum, self.rowsq = norms, rowsum, rowsq
+
+    def rdm(self, weights: np.ndarray) -> np.ndarray:
+        """The Welch-t RDM [K, K] when row i is drawn ``weights[i]`` times."""
+        from scipy.sparse import csr_matrix
+
+        w = np.asarray(weights, dtype=np.float64)
+        k, d = self.k, self.x.shape[1]
+        n = np.bincount(self.y, weights=w, minlength=k)
+        if (n == 0).any():
+            raise ValueError(f"classes {np.flatnonzero(n == 0)[:10].tolist()} have no samples; their RDM rows are undefined")
+        scale = w / (self.norms * n[self.y])
+        mu = np.zeros((k, d))
+        drawn = np.flatnonzero(w)  # a bootstrap draw leaves about a third of the rows out
+        for lo in range(0, drawn.size, self.block):
+            rows = drawn[lo:lo + self.block]
+            picks = csr_matrix((scale[rows], (self.y[rows], np.arange(rows.size))), shape=(k, rows.size))
+            mu += picks @ self.x[rows].astype(np.float64)
+        mean = np.bincount(self.y, weights=w * self.rowsum, minlength=k) / (n * d)
+        square = np.bincount(self.y, weights=w * self.rowsq, minlength=k) / (n * d)
+        s2 = np.maximum(square - mean**2, 0.0)
+        if (s2 == 0).any():
+            raise ValueError(f"classes {np.flatnonzero(s2 == 0)[:10].tolist()} have zero feature spread (all-zero "
+                             "or constant features); the Welch t-distance is undefined")
+        var = s2 / n
+        rdm = _pairwise_distances(mu) / np.sqrt(var[:, None] + var[None, :])
+        np.fill_diagonal(rdm, 0.0)
+        return rdm
+
+
 def euclidean_rdm(emb: np.ndarray) -> np.ndarray:
     """Plain Euclidean RDM [K, K] of one embedding per class (language models: no variance)."""
     emb = np.asarray(emb, dtype=np.float64)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric of a probe. ``name`` may hold ``{n}`` for a family (``top1_{n}shot``)."""
+    """One metric of a probe. ``name`` may hold ``{n}`` (digits) for a family (``top1_{n}shot``),
+    or ``{name}`` (a lower-case word, ``[a-z][a-z0-9]*``) for one named in the settings
+    (``rsa_language_{name}``: one per text model of the profile)."""
 
     name: str
     higher_is_better: bool
@@ -40,7 +42,7 @@ class MetricSpec:
     def matches(self, name: str) -> bool:
         if "{" not in self.name:
             return name == self.name
-        pattern = re.escape(self.name).replace(r"\{n\}", r"\d+")
+        pattern = re.escape(self.name).replace(r"\{n\}", r"\d+").replace(r"\{name\}", "[a-z][a-z0-9]*")
         return re.fullmatch(pattern, name) is not None
 
 

@@ -210,8 +210,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(DOWNLOAD_OPTION, "download missing real datasets into the data root; without it their "
            "tests are skipped, saying how to get them (default: off).", default=False, flag_only=True),
     Option(TEXT_MODEL_OPTION, "text model whose embeddings of 'a photo of {label}.' the similarity "
-           "probe compares with each encoder: minilm (default, offline), open_clip:ARCH/PRETRAINED or "
-           "hf:MODEL.", parse=text_model, default="minilm", metavar="SPEC"),
+           "probe compares with each encoder: minilm (default, offline), open_clip:ARCH/PRETRAINED, "
+           "hf:MODEL (mean over the prompt's tokens) or hf-token:MODEL (the class name's token, as "
+           "Devillers et al.); profiles naming text_models (paper) use theirs instead.", parse=text_model, default="minilm", metavar="SPEC"),
     Option(TRANSFORMATIONS_DATASET_OPTION, "source images for the transformation probes instead "
            "of the profile's (quick: photos, shapes), repeatable: a registered name or "
            "imagefolder:PATH.", repeatable=True, metavar="SPEC"),
