@@ -213,10 +213,20 @@ def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_bette
 # --------------------------------------------------------------------------- compact storage
 
 
+#: dtypes a caller may choose for smaller scorecards; kept as given (lossless for what it chose)
+COMPACT_DTYPES = ("<f4", "|u1", "|i1", "<u2", "<i2")
+
+
 def encode_array(array: np.ndarray) -> dict:
-    """A numpy array as JSON: dtype, shape and base64 of its little-endian bytes."""
+    """A numpy array as JSON: dtype, shape and base64 of its little-endian bytes.
+
+    float64 and int32/int64 by default; an array already in one of ``COMPACT_DTYPES`` (e.g.
+    float32 scores, uint8 counts) is stored as it is.
+    """
     a = np.ascontiguousarray(array)
-    if a.dtype.kind == "f":
+    if a.dtype.str in COMPACT_DTYPES:
+        pass
+    elif a.dtype.kind == "f":
         a = a.astype("<f8")
     elif a.dtype.kind in "iub":
         a = a.astype("<i8") if a.size and (a.min() < -2**31 or a.max() >= 2**31) else a.astype("<i4")
@@ -228,7 +238,7 @@ def encode_array(array: np.ndarray) -> dict:
 def decode_array(stored: Mapping) -> np.ndarray:
     raw = base64.b64decode(str(stored["data"]).encode("ascii"), validate=True)
     dtype = np.dtype(str(stored["dtype"]))
-    if dtype.str not in ("<f8", "<i4", "<i8"):
+    if dtype.str not in ("<f8", "<i4", "<i8", *COMPACT_DTYPES):
         raise ValueError(f"unexpected dtype {dtype.str}")
     shape = tuple(int(s) for s in stored["shape"])
     array = np.frombuffer(raw, dtype=dtype)
