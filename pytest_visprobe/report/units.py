@@ -114,6 +114,22 @@ def _hungarian(labels: np.ndarray, clusters: np.ndarray) -> float:
     return hungarian_match_accuracy(labels, clusters)
 
 
+def _coco(thresholds):
+    def statistic(score: np.ndarray, category: np.ndarray, matched: np.ndarray, ignored: np.ndarray,
+                  gt_count: np.ndarray) -> float:
+        from pytest_visprobe.kernels.coco_matches import average_precision
+
+        return average_precision(score, category, matched, ignored, gt_count, thresholds)
+    statistic.__doc__ = ("COCO AP from per-image match rows (kernels/coco_matches.py): COCOeval.accumulate "
+                         "re-run on the resampled images.")
+    return statistic
+
+
+# IoU-threshold indices into kernels.coco_matches.IOU_THRESHOLDS: all, 0.5, 0.75
+for _name, _thresholds in (("coco_map", slice(None)), ("coco_ap50", 0), ("coco_ap75", 5)):
+    STATISTICS.register(_name, _coco(_thresholds))
+
+
 @dataclass(frozen=True)
 class UnitStats:
     """Rows of per-unit statistics (one row per independent unit, all arrays the same length).
