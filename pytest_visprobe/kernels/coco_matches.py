@@ -280,21 +280,21 @@ def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarr
         if of_k.size == 0:
             continue  # no detections: precision 0 at every recall threshold
         order = of_k[np.argsort(-score[of_k].astype(np.float64), kind="mergesort")]
-        t_of, rank = np.nonzero((true_positive[order][None] >> shifts) & 1)
-        bounds = np.searchsorted(t_of, np.arange(index.size + 1))
-        ignored_before = None
+        t_of, rank = np.nonzero((true_positive[order][None] >> shifts) & 1)  # grouped by threshold
+        if rank.size == 0:
+            continue
+        found = np.bincount(t_of, minlength=index.size)  # true positives per threshold
+        first = np.concatenate([[0], np.cumsum(found)[:-1]])
+        tp = np.arange(1, rank.size + 1) - first[t_of]  # the how-manieth true positive at its threshold
+        fp = rank + 1 - tp
         if ignored[order].any():
-            ignored_before = np.cumsum((ignored[order][None] >> shifts) & 1, axis=1)
-        for t in range(index.size):
-            at_rank = rank[bounds[t]:bounds[t + 1]]
-            if at_rank.size == 0:
-                continue
-            tp = np.arange(1, at_rank.size + 1, dtype=np.float64)
-            fp = (at_rank + 1 - tp) if ignored_before is None else (at_rank + 1 - tp - ignored_before[t, at_rank])
-            recall = tp / npig[k]
-            pr = tp / (fp + tp + np.spacing(1))
-            pr = np.maximum.accumulate(pr[::-1])[::-1]
-            at = np.searchsorted(recall, rec, side="left")
-            inside = at < at_rank.size
-            precision[t, inside, j] = pr[at[inside]]
+            fp = fp - np.cumsum((ignored[order][None] >> shifts) & 1, axis=1)[t_of, rank]
+        tp, fp = tp.astype(np.float64), fp.astype(np.float64)
+        pr = np.zeros((index.size, int(found.max())))  # [threshold, true positive], 0-padded
+        pr[t_of, tp.astype(np.int64) - 1] = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # padding 0 never raises a max
+        # the recall at the l-th true positive is l / npig whatever the threshold
+        at = np.searchsorted(np.arange(1, pr.shape[1] + 1) / npig[k], rec, side="left")
+        reached = at[None, :] < found[:, None]
+        precision[:, :, j] = np.where(reached, pr[:, np.minimum(at, pr.shape[1] - 1)], 0.0)
     return float(np.mean(precision))
