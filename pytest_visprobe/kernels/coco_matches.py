@@ -270,17 +270,17 @@ def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarr
     category = np.asarray(category).ravel()
     score = np.asarray(score).ravel()
     chosen = int(np.sum(1 << index))
-    matched = np.asarray(matched).ravel().astype(np.int64)
-    ignored = np.asarray(ignored).ravel().astype(np.int64) & chosen
-    true_positive = matched & ~ignored & chosen
-    shifts = index[:, None]
+    matched = np.asarray(matched).ravel().astype(np.uint16)
+    ignored = np.asarray(ignored).ravel().astype(np.uint16) & np.uint16(chosen)
+    true_positive = matched & ~ignored & np.uint16(chosen)
+    shifts = index[:, None].astype(np.uint16)
     precision = np.zeros((index.size, rec.size, valid.size))
     for j, k in enumerate(valid):
         of_k = np.flatnonzero(category == k)
         if of_k.size == 0:
             continue  # no detections: precision 0 at every recall threshold
-        order = of_k[np.argsort(-score[of_k].astype(np.float64), kind="mergesort")]
-        t_of, rank = np.nonzero((true_positive[order][None] >> shifts) & 1)  # grouped by threshold
+        order = of_k[np.argsort(-score[of_k], kind="mergesort")]  # float32 scores sort as COCO's float64
+        t_of, rank = np.nonzero(((true_positive[order][None] >> shifts) & 1).astype(bool))  # by threshold
         if rank.size == 0:
             continue
         found = np.bincount(t_of, minlength=index.size)  # true positives per threshold
@@ -288,7 +288,7 @@ def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarr
         tp = np.arange(1, rank.size + 1) - first[t_of]  # the how-manieth true positive at its threshold
         fp = rank + 1 - tp
         if ignored[order].any():
-            fp = fp - np.cumsum((ignored[order][None] >> shifts) & 1, axis=1)[t_of, rank]
+            fp = fp - np.cumsum((ignored[order][None] >> shifts) & 1, axis=1, dtype=np.int64)[t_of, rank]
         tp, fp = tp.astype(np.float64), fp.astype(np.float64)
         pr = np.zeros((index.size, int(found.max())))  # [threshold, true positive], 0-padded
         pr[t_of, tp.astype(np.int64) - 1] = tp / (fp + tp + np.spacing(1))
