@@ -192,6 +192,12 @@ def test_the_trim_is_lossless_on_resamples():
         assert _ours(full, rows)[0] == expected[0]
         assert _ours(full, rows)[2] == expected[2]
         assert _ours(at_50, rows)[1] == expected[1]
+    # without crowd regions nothing is ignored, and the ignored bits are not stored at all
+    preds, targets = _data(n=30, seed=8, crowd=False, informative=True)
+    arrays = per_image_matches(_only(preds, "bbox"), _only(targets, "bbox")).arrays()
+    assert "ignored" in full and "ignored" not in trimmed(arrays)
+    for rows in rng.integers(0, 30, (20, 30)):
+        assert _ours(trimmed(arrays), rows)[0] == _ours(arrays, rows)[0]
 
 
 def test_images_without_ground_truth_count_unlike_torchmetrics_segm():

@@ -196,7 +196,8 @@ def trimmed(arrays: Mapping[str, np.ndarray], thresholds=slice(None)) -> dict[st
     precisions past the last recall step, which interpolation (the max from the right) never
     reads. Dropping it leaves every resample's AP as it was. Bits of unchosen thresholds are
     cleared; categories without ground truth anywhere lose their detections (never scored).
-    Scores are float32 when that is exact (torchmetrics' inputs are float32).
+    Scores are float32 when that is exact (torchmetrics' inputs are float32); ``ignored`` is
+    left out when no detection is ignored (no crowd regions).
     """
     index = np.arange(len(IOU_THRESHOLDS))[thresholds]
     index = np.atleast_1d(index)
@@ -204,7 +205,7 @@ def trimmed(arrays: Mapping[str, np.ndarray], thresholds=slice(None)) -> dict[st
     score = np.asarray(arrays["score"], dtype=np.float64)
     category = np.asarray(arrays["category"]).astype(np.int64)
     matched = np.asarray(arrays["matched"]).astype(np.int64) & mask
-    ignored = np.asarray(arrays["ignored"]).astype(np.int64) & mask
+    ignored = np.asarray(arrays["ignored"]).astype(np.int64) & mask if "ignored" in arrays else 0 * matched
     gt_count = np.asarray(arrays["gt_count"])
     real = category >= 0
     tp_any = (matched & ~ignored & mask) != 0
@@ -237,15 +238,16 @@ def trimmed(arrays: Mapping[str, np.ndarray], thresholds=slice(None)) -> dict[st
     return {"score": f32 if exact else out_score,
             "category": out_category.astype(np.int8 if n_categories < 128 else np.int16 if n_categories < 2 ** 15
                                             else np.int32),
-            "matched": out_matched.astype(bits), "ignored": out_ignored.astype(bits),
+            "matched": out_matched.astype(bits),
+            **({"ignored": out_ignored.astype(bits)} if out_ignored.any() else {}),
             "gt_count": gt_count.astype(np.uint8 if gt_count.max(initial=0) < 256 else np.int32)}
 
 
 # --------------------------------------------------------------------------- the statistic
 
 
-def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarray, ignored: np.ndarray,
-                      gt_count: np.ndarray, thresholds=slice(None)) -> float:
+def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarray, gt_count: np.ndarray,
+                      ignored: np.ndarray | None = None, thresholds=slice(None)) -> float:
     """COCOeval.accumulate + summarize (area 'all', maxDet 100) on these image rows.
 
     Per category with ground truth in the rows: its detections in row order, mergesorted by
@@ -253,7 +255,8 @@ def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarr
     positives (neither) cumulated, precision made monotone from the right and read at the
     first rank reaching each recall threshold (0 past the end). The mean over the chosen IoU
     thresholds, recall thresholds and categories is COCOeval.stats[0] (all thresholds),
-    stats[1] (``AP50``) or stats[2] (``AP75``), summed in COCO's order.
+    stats[1] (``AP50``) or stats[2] (``AP75``), summed in COCO's order. ``ignored`` None:
+    no detection is ignored.
 
     Only the ranks of true positives are visited (the speed of a 1,000-resample bootstrap):
     a recall threshold is first reached at a true positive, and a false positive or ignored
@@ -271,7 +274,8 @@ def average_precision(score: np.ndarray, category: np.ndarray, matched: np.ndarr
     score = np.asarray(score).ravel()
     chosen = int(np.sum(1 << index))
     matched = np.asarray(matched).ravel().astype(np.uint16)
-    ignored = np.asarray(ignored).ravel().astype(np.uint16) & np.uint16(chosen)
+    ignored = (np.zeros_like(matched) if ignored is None
+               else np.asarray(ignored).ravel().astype(np.uint16) & np.uint16(chosen))
     true_positive = matched & ~ignored & np.uint16(chosen)
     shifts = index[:, None].astype(np.uint16)
     precision = np.zeros((index.size, rec.size, valid.size))

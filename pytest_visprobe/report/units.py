@@ -115,11 +115,11 @@ def _hungarian(labels: np.ndarray, clusters: np.ndarray) -> float:
 
 
 def _coco(thresholds):
-    def statistic(score: np.ndarray, category: np.ndarray, matched: np.ndarray, ignored: np.ndarray,
-                  gt_count: np.ndarray) -> float:
+    def statistic(score: np.ndarray, category: np.ndarray, matched: np.ndarray, gt_count: np.ndarray,
+                  ignored: np.ndarray | None = None) -> float:
         from pytest_visprobe.kernels.coco_matches import average_precision
 
-        return average_precision(score, category, matched, ignored, gt_count, thresholds)
+        return average_precision(score, category, matched, gt_count, ignored, thresholds)
     statistic.__doc__ = ("COCO AP from per-image match rows (kernels/coco_matches.py): COCOeval.accumulate "
                          "re-run on the resampled images.")
     return statistic
