@@ -158,6 +158,20 @@ def test_arrays_round_trip_and_corrupt_data_is_refused():
         units.decode_array({**stored, "data": "not base64!"})
 
 
+def test_compact_dtypes_round_trip_as_given_and_old_dtypes_still_decode():
+    compact = [np.array([0.25, np.nan, 1e-3], dtype=np.float32), np.array([0, 255], dtype=np.uint8),
+               np.array([-1, 127], dtype=np.int8), np.array([0, 1023], dtype=np.uint16),
+               np.array([-1, 300], dtype=np.int16)]
+    for array in compact:
+        stored = units.encode_array(array)
+        assert stored["dtype"] == array.dtype.str
+        assert np.array_equal(units.decode_array(stored), array, equal_nan=True)
+    old = {"dtype": "<f8", "shape": [2], "data": units.base64.b64encode(np.array([0.5, 2.0]).tobytes()).decode()}
+    assert units.decode_array(old).tolist() == [0.5, 2.0]
+    assert units.encode_array(np.array([True, False]))["dtype"] == "|u1"  # 0/1 outcomes: a byte each
+    assert units.encode_array(np.array([3, 4], dtype=np.int64))["dtype"] == "<i4"  # other dtypes as before
+
+
 def test_unknown_statistic_names_the_registered_ones():
     with pytest.raises(KeyError, match="miou"):
         units.UnitStats("mIoU", "image", {"x": np.ones(3)})

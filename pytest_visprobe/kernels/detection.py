@@ -8,7 +8,8 @@ What it measures is whether a location's feature says "an object of class c is c
 this big". Heat-map targets are elliptical Gaussians (TTFNet: σ = 0.54·side/6 per axis) and
 the loss is CenterNet's penalty-reduced focal loss plus L1 on offset and log size at centres.
 
-Box metrics are COCO's (torchmetrics MeanAveragePrecision, pycocotools backend).
+Box metrics are COCO's (pycocotools COCOeval as torchmetrics' MeanAveragePrecision runs it),
+kept per image (coco_matches.py) so their interval resamples test images.
 """
 
 from __future__ import annotations
@@ -176,13 +177,40 @@ def split_ground_truth(split, *, masks: bool = False) -> list[dict[str, torch.Te
 
 
 def coco_map(preds: list[dict], targets: list[dict], iou_type: str = "bbox") -> dict[str, float]:
-    """COCO mAP@[.5:.95], AP50 and AP75 (torchmetrics MeanAveragePrecision, pycocotools backend)."""
+    """COCO mAP@[.5:.95], AP50 and AP75 (torchmetrics MeanAveragePrecision, pycocotools backend).
+
+    The probes score with :func:`coco_scores` (per-image matches, so images can be resampled);
+    this is the independent reference their tests compare with.
+    """
     from torchmetrics.detection import MeanAveragePrecision
 
     metric = MeanAveragePrecision(iou_type=iou_type, backend="pycocotools")
     metric.update(preds, targets)
     result = metric.compute()
     return {key: float(result[key]) for key in ("map", "map_50", "map_75")}
+
+
+#: what a COCO mAP bootstrap over test images holds fixed (shown with the interval)
+RESAMPLING_NOTE = "each image's COCOeval matches fixed, precision/recall re-accumulated over the resampled images"
+
+
+def coco_scores(preds: list[dict], targets: list[dict], iou_type: str = "bbox") -> tuple[dict[str, float], dict]:
+    """COCO mAP@[.5:.95], AP50 and AP75 from one COCOeval run, and per-image ``UnitStats`` for
+    mAP and AP50 (``{"map": ..., "map_50": ...}``, None without ground truth).
+
+    Same numbers as :func:`coco_map` (torchmetrics' conversion and thresholds), except that
+    for ``segm`` images without a ground-truth mask are evaluated too, as in COCO.
+    """
+    from pytest_visprobe.kernels.coco_matches import AP50, per_image_matches, trimmed
+    from pytest_visprobe.report.units import UnitStats
+
+    matches = per_image_matches(preds, targets, iou_type)
+    scores = {"map": matches.stats[0], "map_50": matches.stats[1], "map_75": matches.stats[2]}
+    if not matches.gt_count.any():  # COCO's -1: nothing to score, nothing to resample
+        return scores, {"map": None, "map_50": None}
+    units = {"map": UnitStats("coco_map", "test image", trimmed(matches.arrays()), note=RESAMPLING_NOTE),
+             "map_50": UnitStats("coco_ap50", "test image", trimmed(matches.arrays(), AP50), note=RESAMPLING_NOTE)}
+    return scores, units
 
 
 def detection_probe(
@@ -200,12 +228,14 @@ def detection_probe(
                                image_size=image_size, config=config, seed=seed)
     preds = detect(head, test_maps, n_classes=n_classes, image_size=image_size,
                    max_detections=config.max_detections)
-    scores = coco_map(preds, ground_truth(test_boxes, test_labels, crowd_boxes=test_crowd_boxes,
-                                          crowd_labels=test_crowd_labels))
+    scores, units = coco_scores(preds, ground_truth(test_boxes, test_labels, crowd_boxes=test_crowd_boxes,
+                                                    crowd_labels=test_crowd_labels))
     details = {"AP75": scores["map_75"], "feature_map_size": list(train_maps.shape[-2:]),
                "image_size": list(image_size), "max_detections": config.max_detections,
                "head": "centre heat-map + offset + log-size (linear 1x1 conv)",
                "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
                "crowd_regions": "ignored (COCOeval)" if test_crowd_boxes is not None else "none in the data"}
-    return [Metric("detection_probe", "mAP", scores["map"], details=details),
-            Metric("detection_probe", "AP50", scores["map_50"], details=details)]
+    why = None if units["map"] else "no ground-truth boxes in the test split"
+    return [Metric("detection_probe", "mAP", scores["map"], details=details, units=units["map"], uncertainty=why),
+            Metric("detection_probe", "AP50", scores["map_50"], details=details, units=units["map_50"],
+                   uncertainty=why)]

@@ -5,8 +5,8 @@ and scores; the linear segmentation head (segmentation.py) gives a class per pix
 detection's mask is the pixels inside its box that the segmentation head gives its class.
 Both heads are linear read-outs of the same frozen map, so no extra head is trained. Two
 touching objects of one class inside one box are not told apart — a limit of the light head,
-which the score shows rather than hides. Metric: COCO mask mAP@[.5:.95] (torchmetrics,
-pycocotools backend), crowd regions ignored as in COCOeval.
+which the score shows rather than hides. Metric: COCO mask mAP@[.5:.95] (pycocotools COCOeval,
+per-image matches kept for the interval), crowd regions ignored as in COCOeval.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.kernels.dense import ConvHead
-from pytest_visprobe.kernels.detection import coco_map, detect, fit_centre_head, split_ground_truth
+from pytest_visprobe.kernels.detection import coco_scores, detect, fit_centre_head, split_ground_truth
 from pytest_visprobe.kernels.segmentation import fit_segmentation_head, predict_masks
 
 
@@ -54,9 +54,10 @@ def instance_segmentation_probe(
     detections = detect(detector, test_maps, n_classes=n_classes, image_size=image_size,
                         max_detections=config.max_detections)
     preds = box_class_masks(detections, predict_masks(segmenter, test_maps, image_size))
-    scores = coco_map(preds, split_ground_truth(test, masks=True), iou_type="segm")
+    scores, units = coco_scores(preds, split_ground_truth(test, masks=True), iou_type="segm")
     details = {"mask_AP50": scores["map_50"], "mask_AP75": scores["map_75"],
                "head": "centre-head boxes filled with the linear segmentation head's class pixels",
                "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
                "crowd_regions": "ignored (COCOeval)" if test.crowd_boxes is not None else "none in the data"}
-    return Metric("instance_segmentation_probe", "mask_mAP", scores["map"], details=details)
+    return Metric("instance_segmentation_probe", "mask_mAP", scores["map"], details=details, units=units["map"],
+                  uncertainty=None if units["map"] else "no ground-truth masks in the test split")

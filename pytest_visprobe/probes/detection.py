@@ -1,7 +1,8 @@
 """Detection probe: can a linear head on the frozen feature map put boxes around objects? (PROTOCOLS.md B)
 
 A single-level centre heat-map head (class heat-map + offset + log-size, linear 1×1 conv) on
-the cached train maps, scored by COCO box mAP@[.5:.95] and AP50 on the test split.
+the cached train maps, scored by COCO box mAP@[.5:.95] and AP50 on the test split; their
+intervals resample test images (the per-image COCOeval matches re-accumulated).
 """
 
 from __future__ import annotations
@@ -41,9 +42,6 @@ def centre_head(ctx: "ProbeContext", config: LocalizationConfig):
         image_size=image_size(train), config=config, seed=ctx.seed), config)
 
 
-NO_INTERVAL = ("no interval yet: COCO mAP accumulates matches over all images, and resampling images would need the per-image matches re-accumulated (not implemented); gated by the tolerance alone")
-
-
 def run(ctx: "ProbeContext") -> list[Metric]:
     from dataclasses import replace
 
@@ -55,7 +53,7 @@ def run(ctx: "ProbeContext") -> list[Metric]:
                               n_classes=len(ctx.dataset.class_names), image_size=image_size(test),
                               config=ctx.settings, seed=ctx.seed, head=centre_head(ctx, ctx.settings),
                               test_crowd_boxes=test.crowd_boxes, test_crowd_labels=test.crowd_labels)
-    return [replace(m, details=DetectionDetails(**m.details), uncertainty=NO_INTERVAL) for m in metrics]
+    return [replace(m, details=DetectionDetails(**m.details)) for m in metrics]
 
 
 DETECTION = ProbeSpec(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from pytest_visprobe.probes.detection import NO_INTERVAL, centre_head
+from pytest_visprobe.probes.detection import centre_head
 from pytest_visprobe.probes.heads import LocalizationConfig
 from pytest_visprobe.probes.segmentation import maps_of, segmentation_head
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
@@ -37,7 +37,7 @@ def run(ctx: "ProbeContext") -> list[Metric]:
         train_maps, ctx.dataset.split("train"), test_maps, ctx.dataset.split("test"),
         n_classes=len(ctx.dataset.class_names), config=ctx.settings, seed=ctx.seed,
         detector=centre_head(ctx, ctx.settings), segmenter=segmentation_head(ctx, ctx.settings))
-    return [replace(metric, details=InstanceDetails(**metric.details), uncertainty=NO_INTERVAL)]
+    return [replace(metric, details=InstanceDetails(**metric.details))]
 
 
 INSTANCES = ProbeSpec(
@@ -47,4 +47,7 @@ INSTANCES = ProbeSpec(
                         "COCO mask mAP@[.5:.95]: centre-head boxes filled with the segmentation head's class pixels"),),
     run=run, settings=LocalizationConfig, details=InstanceDetails,
     role="localization", targets=("boxes", "masks"), needs_feature_map=True,
+    # 2: scored by COCOeval directly; images without a ground-truth mask now count (their false
+    # positives lower the mAP, as in COCO), where torchmetrics left them out
+    version=2,
 )

@@ -114,6 +114,22 @@ def _hungarian(labels: np.ndarray, clusters: np.ndarray) -> float:
     return hungarian_match_accuracy(labels, clusters)
 
 
+def _coco(thresholds):
+    def statistic(score: np.ndarray, category: np.ndarray, matched: np.ndarray, gt_count: np.ndarray,
+                  ignored: np.ndarray | None = None) -> float:
+        from pytest_visprobe.kernels.coco_matches import average_precision
+
+        return average_precision(score, category, matched, gt_count, ignored, thresholds)
+    statistic.__doc__ = ("COCO AP from per-image match rows (kernels/coco_matches.py): COCOeval.accumulate "
+                         "re-run on the resampled images.")
+    return statistic
+
+
+# IoU-threshold indices into kernels.coco_matches.IOU_THRESHOLDS: all, 0.5, 0.75
+for _name, _thresholds in (("coco_map", slice(None)), ("coco_ap50", 0), ("coco_ap75", 5)):
+    STATISTICS.register(_name, _coco(_thresholds))
+
+
 @dataclass(frozen=True)
 class UnitStats:
     """Rows of per-unit statistics (one row per independent unit, all arrays the same length).
@@ -235,10 +251,20 @@ def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_bette
 # --------------------------------------------------------------------------- compact storage
 
 
+#: dtypes a caller may choose for smaller scorecards; kept as given (lossless for what it chose)
+COMPACT_DTYPES = ("<f4", "|u1", "|i1", "<u2", "<i2")
+
+
 def encode_array(array: np.ndarray) -> dict:
-    """A numpy array as JSON: dtype, shape and base64 of its little-endian bytes."""
+    """A numpy array as JSON: dtype, shape and base64 of its little-endian bytes.
+
+    float64 and int32/int64 by default; an array already in one of ``COMPACT_DTYPES`` (e.g.
+    float32 scores, uint8 counts) is stored as it is.
+    """
     a = np.ascontiguousarray(array)
-    if a.dtype.kind == "f":
+    if a.dtype.str in COMPACT_DTYPES:
+        pass
+    elif a.dtype.kind == "f":
         a = a.astype("<f8")
     elif a.dtype.kind == "b":
         a = a.astype("|u1")  # 0/1 outcomes: a byte each
@@ -252,7 +278,7 @@ def encode_array(array: np.ndarray) -> dict:
 def decode_array(stored: Mapping) -> np.ndarray:
     raw = base64.b64decode(str(stored["data"]).encode("ascii"), validate=True)
     dtype = np.dtype(str(stored["dtype"]))
-    if dtype.str not in ("<f8", "<i4", "<i8", "|u1"):
+    if dtype.str not in ("<f8", "<i4", "<i8", *COMPACT_DTYPES):
         raise ValueError(f"unexpected dtype {dtype.str}")
     shape = tuple(int(s) for s in stored["shape"])
     array = np.frombuffer(raw, dtype=dtype)
