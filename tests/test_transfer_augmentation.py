@@ -222,3 +222,11 @@ def test_augment_setting_is_papers_only_and_needs_adam():
     assert get_profile("paper").settings_for("rpgd").head.augment is False
     with pytest.raises(pydantic.ValidationError, match="augment"):
         LinearProbeConfig(augment=True)
+
+
+def test_region_heads_refuse_augment():
+    from pytest_visprobe.probes.regions import RegionSettings
+
+    with pytest.raises(pydantic.ValidationError, match="linear.augment = false"):
+        RegionSettings(linear={"recipe": "adam", "augment": True})
+    assert RegionSettings(linear={"recipe": "adam"}).linear.augment is False
