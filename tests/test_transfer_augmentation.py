@@ -197,6 +197,22 @@ def test_augment_on_trains_on_study_views_and_scores_cached_test_features():
     assert metric.value == want
 
 
+def test_the_control_task_trains_on_augmented_views_too():
+    from pytest_visprobe.probes.label import permuted_targets, run
+
+    encoder = Moments()
+    ctx, config = _context(encoder, augment=True)
+    top1, selectivity = run(ctx)
+    assert encoder.sizes.count((256, 256)) == 2 * 2 * 3  # two fits × 2 epochs × 3 batches of ≤ 5 of 12 images
+    train = ctx.dataset.split("train")
+    control = fit_adam_probe_augmented(Moments(), train.images, permuted_targets(train.labels, ctx.seed), n_classes=2,
+                                       epochs=2, batch_size=5, seed=1)
+    test_y = torch.as_tensor(ctx.dataset.split("test").labels)
+    control_top1 = float((control.logits(ctx.features("test")).argmax(dim=1) == test_y).float().mean())
+    assert selectivity.details.control == control_top1
+    assert selectivity.value == pytest.approx(top1.value - control_top1)
+
+
 def test_open_clip_encoder_and_its_control_keep_the_cached_path():
     encoder = Moments()
     encoder.ref = "open_clip:ViT-B-32/openai"
