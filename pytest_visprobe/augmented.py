@@ -18,7 +18,7 @@ RNG (another probe, the encoder) changes the views.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -85,11 +85,12 @@ def fit_adam_probe_augmented(
     encoder: "Encoder", images: Any, labels: Any, *, n_classes: int, lr: float = 1e-3,
     weight_decay: float = 5e-4, epochs: int = 20, batch_size: int = 60, seed: int = 0,
     device: torch.device | str = "cpu", transform: Any = None, where: str = "dataset",
+    tick: Callable[[], Any] | None = None,
 ) -> "LinearHead":
     """The study's Adam head (kernels/transfer.py) trained on augmented views of ``images``.
 
     Batch order is the cached path's (one seeded permutation per epoch), so only the features
-    differ between the two."""
+    differ between the two. ``tick()`` is called after each batch (a progress display)."""
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     check_labels(y, len(images), n_classes)
     next_epoch = shuffled_batches(len(images), batch_size, seed)
@@ -98,6 +99,9 @@ def fit_adam_probe_augmented(
         rows = [r.numpy() for r in next_epoch()]
         features = augmented_epoch(encoder, images, rows, seed=seed, epoch=epoch, device=device,
                                    transform=transform, where=where)
-        return ((x, y[torch.from_numpy(r)]) for x, r in zip(features, rows))
+        for x, r in zip(features, rows):
+            yield x, y[torch.from_numpy(r)]
+            if tick is not None:
+                tick()
 
     return train_adam_head(batches, n_classes=n_classes, lr=lr, weight_decay=weight_decay, epochs=epochs, seed=seed)

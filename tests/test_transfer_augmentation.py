@@ -3,6 +3,8 @@ the same seeded torchvision v2 transforms and encoder, the same shuffles and Ada
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pydantic
 import pytest
@@ -158,6 +160,16 @@ class _Recorder:
     def shared(self, key, compute):
         return compute()
 
+    def progress(self, desc, total, items):
+        self.ticks = {"desc": desc, "total": total, "items": items, "ticked": 0}
+
+        @contextlib.contextmanager
+        def track():
+            def tick():
+                self.ticks["ticked"] += 1
+            yield tick
+        return track()
+
 
 def _context(encoder, **settings):
     labels = np.arange(12) % 2
@@ -188,6 +200,8 @@ def test_augment_on_trains_on_study_views_and_scores_cached_test_features():
     ctx, config = _context(encoder, augment=True)
     metric, head = dataset_label_top1(ctx, config, ctx.dataset.split("train").labels)
     assert metric.details.train_views == "augmented: " + STUDY_AUGMENTATION
+    assert ctx.recorder.ticks == {"desc": "encoder · toy/train (augmented, 2 epochs)", "total": 6, "items": 24,
+                                  "ticked": 6}  # progress: 2 epochs × 3 batches
     assert (256, 256) in encoder.sizes  # the study's crops went through the encoder
     train = ctx.dataset.split("train")
     ref = fit_adam_probe_augmented(Moments(), train.images, train.labels, n_classes=2, epochs=2, batch_size=5, seed=1)

@@ -99,10 +99,15 @@ def dataset_label_top1(ctx: "ProbeContext", config: LinearProbeConfig,
     if augments(ctx.encoder, config):
         from pytest_visprobe.augmented import STUDY_AUGMENTATION, fit_adam_probe_augmented
 
-        head = fit_adam_probe_augmented(
-            ctx.encoder, ctx.dataset.split("train").images, train_labels, n_classes=n_classes, lr=config.adam_lr,
-            weight_decay=config.adam_weight_decay, epochs=config.adam_epochs, batch_size=config.adam_batch_size,
-            seed=ctx.seed, device=ctx.device, where=ctx.dataset.name)
+        images = ctx.dataset.split("train").images
+        steps = config.adam_epochs * -(-len(images) // config.adam_batch_size)
+        desc = f"{ctx.encoder.name} · {ctx.dataset.name}/train (augmented, {config.adam_epochs} epochs)"
+        with ctx.progress(desc, steps, config.adam_epochs * len(images)) as tick:
+            head = fit_adam_probe_augmented(
+                ctx.encoder, images, train_labels, n_classes=n_classes, lr=config.adam_lr,
+                weight_decay=config.adam_weight_decay, epochs=config.adam_epochs,
+                batch_size=config.adam_batch_size, seed=ctx.seed, device=ctx.device, where=ctx.dataset.name,
+                tick=tick)
         return score_label_head(head, ctx.features("test"), test.labels, recipe=config.recipe,
                                 n_train=len(train_labels), train_views="augmented: " + STUDY_AUGMENTATION), head
     views = CLIP_VIEWS if config.augment else CACHED_VIEWS
