@@ -76,12 +76,17 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def to_float_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 ``[B, H, W, 3]`` → float ``[B, 3, H, W]`` in [0, 1] on ``device``."""
+def to_uint8_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` → uint8 ``[B, 3, H, W]`` on ``device`` (a view, channels first)."""
     tensor = torch.from_numpy(np.ascontiguousarray(batch))
     if device.type == "cuda":
         tensor = tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
+    return tensor.permute(0, 3, 1, 2)
+
+
+def to_float_images(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` → float ``[B, 3, H, W]`` in [0, 1] on ``device``."""
+    return to_uint8_images(batch, device).float().div_(255.0)
 
 
 @dataclass
@@ -276,18 +281,8 @@ class FeatureStore:
         with torch.inference_mode(), autocast_for(self.device), track as tick:
             for raw in prefetched(images, starts, self.batch_size, n):
                 batch = to_float_images(raw, self.device)
-                try:
-                    out = forward(batch)
-                except EncoderOutputError:
-                    raise
-                except Exception as exc:
-                    raise EncoderOutputError(
-                        f"encoder {encoder.name!r} raised {type(exc).__name__} in {view}() on a batch "
-                        f"of shape {tuple(batch.shape)} (float RGB in [0, 1]) from {dataset.name}/{split}: "
-                        f"{exc}. Fix the encoder so that {view}() accepts N×3×H×W images in [0, 1]."
-                    ) from exc
+                out = encode_batch(forward, batch, view, encoder.name, dataset.name, split)
                 self.counters.forward_passes += 1
-                out = _check_output(out, batch.shape[0], view, encoder.name, dataset.name, split)
                 if shape is not None and tuple(out.shape[1:]) != shape:
                     raise EncoderOutputError(
                         f"encoder {encoder.name!r} {view}() on {dataset.name}/{split} returned "
@@ -352,7 +347,11 @@ def open_features(path: Path, key: str, expected_rows: int, dtype: torch.dtype, 
 def prefetched(images: Any, starts: range, batch_size: int, n: int) -> Iterator[np.ndarray]:
     """The uint8 batches in order, each next one decoded in a background thread while the caller
     runs the encoder on the current one (file decoding then overlaps the forward pass)."""
-    rows = [range(start, min(start + batch_size, n)) for start in starts]
+    yield from prefetched_rows(images, [range(start, min(start + batch_size, n)) for start in starts])
+
+
+def prefetched_rows(images: Any, rows: list[Any]) -> Iterator[np.ndarray]:
+    """``images.get(r)`` for each ``r`` of ``rows`` in order, the next decoded in the background."""
     if len(rows) < 2:
         yield from (images.get(r) for r in rows)
         return
@@ -367,7 +366,23 @@ def prefetched(images: Any, starts: range, batch_size: int, n: int) -> Iterator[
             yield batch
 
 
-def _check_output(out: object, batch: int, view: str, name: str, dataset: str, split: str) -> torch.Tensor:
+def encode_batch(forward: Any, batch: torch.Tensor, view: str, name: str, dataset: str, split: str) -> torch.Tensor:
+    """``forward(batch)`` with the output contract checked; an error inside the encoder becomes an
+    ``EncoderOutputError`` that says what to fix."""
+    try:
+        out = forward(batch)
+    except EncoderOutputError:
+        raise
+    except Exception as exc:
+        raise EncoderOutputError(
+            f"encoder {name!r} raised {type(exc).__name__} in {view}() on a batch "
+            f"of shape {tuple(batch.shape)} (float RGB in [0, 1]) from {dataset}/{split}: "
+            f"{exc}. Fix the encoder so that {view}() accepts N×3×H×W images in [0, 1]."
+        ) from exc
+    return check_output(out, batch.shape[0], view, name, dataset, split)
+
+
+def check_output(out: object, batch: int, view: str, name: str, dataset: str, split: str) -> torch.Tensor:
     """The contract, checked on every batch: a tensor of the right rank and rows, all finite."""
     where = f"encoder {name!r} {view}() on {dataset}/{split}"
     expected = "[N, D]" if view == "embed" else "[N, C, h, w]"

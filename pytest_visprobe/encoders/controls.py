@@ -66,6 +66,7 @@ def random_init_copy(encoder: "Encoder", seed: int) -> "Encoder":
         raise ControlUnavailable("re-initialising left every parameter unchanged")
     control.name = f"{encoder.name}{CONTROL_SUFFIX}"
     control.ref = f"random-init copy of {getattr(encoder, 'ref', encoder.name)} (seed {seed})"
+    control.source_ref = getattr(encoder, "source_ref", None) or getattr(encoder, "ref", None)  # its kind (kinds.encoder_kind)
     control.control_of = encoder.name
     control.eval()
     return control

@@ -35,3 +35,11 @@ ENCODER_KINDS.register("hf", EncoderKind("hf:MODEL_OR_DIR -- a transformers visi
 ENCODER_KINDS.register("torchvision", EncoderKind("torchvision:NAME[@WEIGHTS] -- a torchvision classification model "
                                                   "(WEIGHTS: an enum member or a local state-dict file)",
                                                   "pytest_visprobe.encoders.loading:_load_torchvision"))
+
+
+def encoder_kind(encoder: Any) -> str | None:
+    """The registered kind an encoder was loaded as (``open_clip`` for ``open_clip:ViT-B-32/openai``);
+    a random-init control has its source's kind; ``None`` for files and encoders built in code."""
+    ref = str(getattr(encoder, "source_ref", None) or getattr(encoder, "ref", None) or "")
+    kind, sep, _ = ref.partition(":")
+    return kind if sep and kind in ENCODER_KINDS else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class LinearProbeConfig(BaseModel):
@@ -26,6 +26,18 @@ class LinearProbeConfig(BaseModel):
     adam_weight_decay: float = Field(5e-4, ge=0)  # torch.optim.Adam's L2 term (weights and bias)
     adam_epochs: int = Field(20, gt=0)
     adam_batch_size: int = Field(60, gt=0)
+    #: the study's training augmentation (augmented.py: Resize(276), RandomResizedCrop(256,
+    #: bicubic), flip), new forward passes every epoch, for heads trained on a dataset's whole
+    #: images (label_probe, the RPGD head); open_clip encoders keep cached features, as the study
+    #: trained CLIP. Needs recipe="adam". False: cached features of the un-augmented images.
+    augment: bool = False
+
+    @model_validator(mode="after")
+    def _augment_needs_adam(self) -> "LinearProbeConfig":
+        if self.augment and self.recipe != "adam":
+            raise ValueError('augment = true trains on new views every epoch, which only the "adam" recipe '
+                             'does; set recipe = "adam" or augment = false')
+        return self
 
 
 class MLPProbeConfig(BaseModel):

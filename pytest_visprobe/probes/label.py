@@ -1,6 +1,7 @@
 """Label probe: does the frozen embedding say *what* is in the image?
 
-Multinomial logistic regression on cached features, scored by top-1 on the test split, with a
+Multinomial logistic regression on cached features (or, under ``paper``, the study's Adam recipe,
+its head trained on augmented views: augmented.py), scored by top-1 on the test split, with a
 control task (the same probe trained on train labels permuted across images) reported as
 ``selectivity`` = measured − control, so a probe cannot pass on label priors alone.
 """
@@ -18,10 +19,13 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from pytest_visprobe.encoders.base import Encoder
     from pytest_visprobe.kernels.linear import LinearHead
     from pytest_visprobe.runner.context import ProbeContext
 
 CHANCE_MAJORITY = "the largest class's share of the test split (the best constant guess; 1/K when balanced)"
+CACHED_VIEWS = "cached features of the un-augmented training images"
+CLIP_VIEWS = (CACHED_VIEWS + " (open_clip: the study trains CLIP on its own preprocessing, without augmentation)")
 
 
 class LabelDetails(BaseModel):
@@ -34,6 +38,7 @@ class LabelDetails(BaseModel):
     measured: float | None = None  # selectivity: the probe's own score ...
     control: float | None = None  # ... and the control task's
     control_task: str | None = None
+    train_views: str | None = None  # what the label probe's head was trained on (augmented or cached)
 
 
 def fit_label_head(train_x: "torch.Tensor", train_y: "np.ndarray", *, n_classes: int,
@@ -55,19 +60,61 @@ def fit_label_head(train_x: "torch.Tensor", train_y: "np.ndarray", *, n_classes:
 
 
 def label_top1(train_x: "torch.Tensor", train_y: "np.ndarray", test_x: "torch.Tensor", test_y: "np.ndarray",
-               *, n_classes: int, config: LinearProbeConfig, seed: int) -> tuple[Metric, "LinearHead"]:
+               *, n_classes: int, config: LinearProbeConfig, seed: int,
+               train_views: str | None = None) -> tuple[Metric, "LinearHead"]:
     """Fit the head and score it: the top-1 metric (per-sample correctness kept) and the head."""
+    head = fit_label_head(train_x, train_y, n_classes=n_classes, config=config, seed=seed)
+    return score_label_head(head, test_x, test_y, recipe=config.recipe, n_train=len(train_y),
+                            train_views=train_views), head
+
+
+def score_label_head(head: "LinearHead", test_x: "torch.Tensor", test_y: "np.ndarray", *, recipe: str,
+                     n_train: int, train_views: str | None = None) -> Metric:
+    """The top-1 metric of a fitted head, per-sample correctness kept."""
     import numpy as np
     import torch
 
     from pytest_visprobe.kernels.chance import majority_share
 
-    head = fit_label_head(train_x, train_y, n_classes=n_classes, config=config, seed=seed)
     correct = (head.logits(test_x).argmax(dim=1) == torch.as_tensor(test_y, dtype=torch.long)).numpy()
-    details = LabelDetails(weight_decay=head.weight_decay, recipe=config.recipe, n_train=int(len(train_y)),
-                           n_test=int(len(test_y)))
+    details = LabelDetails(weight_decay=head.weight_decay, recipe=recipe, n_train=int(n_train),
+                           n_test=int(len(test_y)), train_views=train_views)
     return Metric("label_probe", "top1", float(correct.mean()), details=details,
-                  per_sample=correct.astype(np.uint8), chance=majority_share(test_y)), head
+                  per_sample=correct.astype(np.uint8), chance=majority_share(test_y))
+
+
+def augments(encoder: "Encoder", config: LinearProbeConfig) -> bool:
+    """Whether the head trains on augmented views: ``config.augment``, except for open_clip
+    encoders, which the study trained on their own preprocessing without augmentation."""
+    from pytest_visprobe.encoders.kinds import encoder_kind
+
+    return config.augment and encoder_kind(encoder) != "open_clip"
+
+
+def dataset_label_top1(ctx: "ProbeContext", config: LinearProbeConfig,
+                       train_labels: "np.ndarray") -> tuple[Metric, "LinearHead"]:
+    """The label probe on the context's dataset with these train labels: the head trained on
+    augmented views streamed through the encoder (augmented.py) or on cached features, the
+    test split always from the cache (the study's test transform has no augmentation)."""
+    test = ctx.dataset.split("test")
+    n_classes = len(ctx.dataset.class_names)
+    if augments(ctx.encoder, config):
+        from pytest_visprobe.augmented import STUDY_AUGMENTATION, fit_adam_probe_augmented
+
+        images = ctx.dataset.split("train").images
+        steps = config.adam_epochs * -(-len(images) // config.adam_batch_size)
+        desc = f"{ctx.encoder.name} · {ctx.dataset.name}/train (augmented, {config.adam_epochs} epochs)"
+        with ctx.progress(desc, steps, config.adam_epochs * len(images)) as tick:
+            head = fit_adam_probe_augmented(
+                ctx.encoder, images, train_labels, n_classes=n_classes, lr=config.adam_lr,
+                weight_decay=config.adam_weight_decay, epochs=config.adam_epochs,
+                batch_size=config.adam_batch_size, seed=ctx.seed, device=ctx.device, where=ctx.dataset.name,
+                tick=tick)
+        return score_label_head(head, ctx.features("test"), test.labels, recipe=config.recipe,
+                                n_train=len(train_labels), train_views="augmented: " + STUDY_AUGMENTATION), head
+    views = CLIP_VIEWS if config.augment else CACHED_VIEWS
+    return label_top1(ctx.features("train"), train_labels, ctx.features("test"), test.labels,
+                      n_classes=n_classes, config=config, seed=ctx.seed, train_views=views)
 
 
 def shared_label_probe(ctx: "ProbeContext", config: LinearProbeConfig) -> tuple[Metric, "LinearHead"]:
@@ -77,9 +124,7 @@ def shared_label_probe(ctx: "ProbeContext", config: LinearProbeConfig) -> tuple[
     head settings agree, two when they do not.
     """
     def fit() -> tuple[Metric, "LinearHead"]:
-        train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
-        return label_top1(ctx.features("train"), train.labels, ctx.features("test"), test.labels,
-                          n_classes=len(ctx.dataset.class_names), config=config, seed=ctx.seed)
+        return dataset_label_top1(ctx, config, ctx.dataset.split("train").labels)
 
     return ctx.shared("label_probe", fit, config)
 
@@ -112,9 +157,8 @@ def run(ctx: "ProbeContext") -> list[Metric]:
     metric, _ = shared_label_probe(ctx, config)
     if ctx.is_control:  # a random-init control is itself the floor: no control task of its own
         return [metric]
-    train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
-    control, _ = label_top1(ctx.features("train"), permuted_targets(train.labels, ctx.seed), ctx.features("test"),
-                            test.labels, n_classes=len(ctx.dataset.class_names), config=config, seed=ctx.seed)
+    # the control task trains as the measured probe does (augmented views or cached features)
+    control, _ = dataset_label_top1(ctx, config, permuted_targets(ctx.dataset.split("train").labels, ctx.seed))
     return [metric, selectivity(metric, control, LabelDetails)]
 
 

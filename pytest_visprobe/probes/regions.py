@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pytest_visprobe.probes.attributes import AttributeDetails, attribute_map
 from pytest_visprobe.probes.heads import LinearProbeConfig
@@ -27,6 +27,14 @@ class RegionSettings(BaseModel):
 
     roi_size: int = Field(2, gt=0)  # RoIAlign output side for region features (roi_size² · C dims)
     linear: LinearProbeConfig = LinearProbeConfig()
+
+    @field_validator("linear")
+    @classmethod
+    def _no_augment(cls, linear: LinearProbeConfig) -> LinearProbeConfig:
+        if linear.augment:
+            raise ValueError("augment = true re-encodes augmented whole images every epoch; region features are "
+                             "RoI-pooled from cached maps, so set linear.augment = false")
+        return linear
 
 
 def region_inputs(ctx: "ProbeContext"):

@@ -36,6 +36,10 @@ class ProbeContext:
         """Cached features of one split (one forward pass per session, reused from disk)."""
         return self.recorder.features(encoder or self.encoder, dataset or self.dataset, split, view)
 
+    def progress(self, desc: str, total: int, items: int) -> Any:
+        """A context yielding ``tick()`` for a long step (the augmented transfer epochs)."""
+        return self.recorder.progress(desc, total, items)
+
     def shared(self, name: str, compute: Callable[[], Any], *settings: "BaseModel") -> Any:
         """``compute()`` once per process per (name, encoder, dataset, seed, settings): a fit that
         several probes use (a label head, a dense head), keyed by everything that determines it."""

@@ -63,6 +63,14 @@ class Recorder:
         self._note(encoder, dataset)
         return self._session.store.get(encoder, dataset, split, view)
 
+    def progress(self, desc: str, total: int, items: int) -> Any:
+        """A context yielding ``tick()``, once per step of ``total`` (``items`` images in all), for a
+        long step that is not a feature pass (runner/progress.py); silent without a progress display."""
+        import contextlib
+
+        progress = self._session.progress
+        return progress.track(desc, total, items) if progress is not None else contextlib.nullcontext(lambda: None)
+
     def shared(self, key: tuple[str, ...], compute: "Callable[[], Any]") -> Any:
         """``compute()`` once per process per key (``ProbeContext.shared`` builds complete keys)."""
         return self._session.shared(key, compute)
