@@ -40,7 +40,7 @@ CROP, RESIZE = 14, 16  # 224 · 14/224 and 256 · 14/224
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """5 classes × 12 noisy JPEGs, each of its own size (some portrait, some landscape)."""
-    root = tmp_path_factory.mktemp("folder") / "val"
+    root = tmp_path_factory.mktemp("data") / "imagenet" / "val"  # also DATA_ROOT's imagenet_val
     rng = np.random.default_rng(0)
     for c in range(K):
         for i in range(PER_CLASS):
@@ -106,6 +106,9 @@ def test_all_split_is_torchvision_imagefolder_order_and_leaves_the_fingerprint(f
                for name, split in (("train", train), ("test", test)) for f in split.images.paths]
     imagefolder = fingerprint_of("imagefolder", "flat", 0, 16, 0.2, ds.class_names, listing)
     assert ds.fingerprint == imagefolder
+    imagenet = load_dataset("imagenet_val", root=folder.parent.parent, image_size=16)
+    assert list(imagenet.split("all").images.paths) == [p for p, _ in reference.samples]
+    assert imagenet.split("all").labels.tolist() == reference.targets
 
 
 @pytest.mark.parametrize("ref, clip", [("timm:resnet10t", False), ("torchvision:resnet18", False),
