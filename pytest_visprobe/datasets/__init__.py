@@ -263,7 +263,8 @@ def _register_data_root_sets() -> None:
                      description=vaw.DESCRIPTION, splits=("train", "val", "test"),
                      present=vaw.present)
     register_dataset("imagenet_val", imagenet.load_imagenet_val, targets={"label"},
-                     description=imagenet.DESCRIPTION, present=imagenet.present)
+                     description=imagenet.DESCRIPTION, splits=("train", "test", "all"),
+                     present=imagenet.present)
     register_dataset("coco", load_coco_val2017, targets={"label", "boxes", "masks", "captions"},
                      description=VAL2017_DESCRIPTION, present=val2017_present)
 

@@ -13,7 +13,7 @@ import operator
 import os
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from pytest_visprobe.errors import DatasetError, DatasetNotFoundError  # noqa: F
 
 #: Targets a dataset can provide. Probes declare which they need and skip otherwise.
 TARGETS = ("label", "attributes", "boxes", "masks", "source", "captions")
+
+T = TypeVar("T")
 
 
 class ImageSource(Protocol):
@@ -75,16 +77,34 @@ class FileImages:
         def decode_into(row: int) -> None:
             out[row] = decode_image(self.paths[idx[row]], self.image_size)
 
-        if len(idx) < 4:
-            for row in range(len(idx)):
-                decode_into(row)
-        else:
-            list(_decoder_pool().map(decode_into, range(len(idx))))  # re-raises a file's DatasetError
+        _each_row(len(idx), decode_into)
+        return out
+
+    def decode_with(self, indices: Sequence[int], transform: Callable[[object], T]) -> list[T]:
+        """``transform`` applied to each file decoded in full (PIL RGB, no resize or draft), in
+        order: for a probe that must prepare the files as a study did (RPGD's torchvision
+        transforms) rather than take the dataset's shared ``image_size`` crops."""
+        idx = _as_indices(indices, len(self))
+        out: list = [None] * len(idx)
+
+        def decode_into(row: int) -> None:
+            out[row] = transform(open_rgb(self.paths[idx[row]]))
+
+        _each_row(len(idx), decode_into)
         return out
 
     def subset(self, indices: Sequence[int]) -> FileImages:
         idx = _as_indices(indices, len(self))
         return FileImages(tuple(self.paths[i] for i in idx), self.image_size)
+
+
+def _each_row(n: int, decode_into: Callable[[int], None]) -> None:
+    """``decode_into(row)`` for every row, in the decoding threads when there are a few."""
+    if n < 4:
+        for row in range(n):
+            decode_into(row)
+    else:
+        list(_decoder_pool().map(decode_into, range(n)))  # re-raises a file's DatasetError
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,14 +5,19 @@ Two layouts are accepted:
 * ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (``val/`` is accepted in place of
   ``test/``): the folders are the splits; class names come from ``train/``.
 * ``PATH/<class>/...``: one pool, split per class with a seeded ratio (``test_fraction``,
-  default 0.2), so every class keeps its share in both splits.
+  default 0.2), so every class keeps its share in both splits. The pool itself is the split
+  ``all``: every image in torchvision ``ImageFolder`` order (the index a study's
+  ``ImageFolder(PATH)`` gives), for a probe that samples the whole folder as the study did
+  (RPGD's seeded 1,000 of ImageNet-val); it is train and test again, so the fingerprint
+  does not list it. The train/test layout has no ``all``: there the test folder is the pool.
 
 As in torchvision, class folders are sorted by name (class index = position; hidden folders
-are skipped), images are found recursively inside each class folder, and a file counts as an
-image by its extension (``IMAGE_EXTENSIONS``, case-insensitive). Images are only listed here
-and decoded when a probe asks for them (``FileImages``), so a corrupt file is reported, by
-name, on first use. The fingerprint hashes the relative file list and the file sizes: adding,
-removing, renaming or rewriting a file gives a new fingerprint, wherever the folder lives.
+are skipped, which torchvision would count as classes), images are found recursively inside
+each class folder in sorted walk order, and a file counts as an image by its extension
+(``IMAGE_EXTENSIONS``, case-insensitive). Images are only listed here and decoded when a probe
+asks for them (``FileImages``), so a corrupt file is reported, by name, on first use. The
+fingerprint hashes the relative file list and the file sizes: adding, removing, renaming or
+rewriting a file gives a new fingerprint, wherever the folder lives.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def load_imagefolder(
     """List the folder and build lazily-decoded train/test splits.
 
     ``subset=N`` keeps a seeded random N images of each split (every class first when N
-    allows), a fixed-size evaluation set such as the robustness protocol's 1,000 images.
+    allows), a fixed-size evaluation set.
     """
     spec = f"imagefolder:{path}"
     image_size = check_int(spec, "image_size", image_size, minimum=8)
@@ -99,6 +104,7 @@ def load_imagefolder(
     else:
         layout = "flat"
         class_names, files = _scan(root, spec, _LAYOUT_HINT)
+        every = [(f, label) for label, fs in enumerate(files) for f in fs]
         train, test = _stratified_split(files, test_fraction, rng_for(seed, "imagefolder", "split"))
         if not test:
             raise DatasetError(
@@ -109,9 +115,10 @@ def load_imagefolder(
 
     listing = []
     splits = {}
-    for split_name, items in (("train", train), ("test", test)):
+    parts = (("train", train), ("test", test)) + ((("all", every),) if layout == "flat" else ())
+    for split_name, items in parts:
         paths = tuple(str(f) for f, _ in items)
-        for f in paths:
+        for f in paths if split_name != "all" else ():  # "all" is train + test again
             listing.append((split_name, Path(f).relative_to(root).as_posix(), os.path.getsize(f)))
         split = Split(
             images=FileImages(paths, image_size),

@@ -2,11 +2,12 @@
 
 ``DATA_ROOT/imagenet/val/<wnid>/*.JPEG``, the layout ``torchvision.datasets.ImageNet``
 prepares (and most ImageNet copies use). The 50 images per class are split per class with
-the seed (``test_fraction``); ``subset=N`` keeps a seeded N images of each split, e.g. the
-robustness protocol's 1,000. Class names are readable words when torchvision's ``meta.bin``
-or Kaggle's ``LOC_synset_mapping.txt`` sits in ``DATA_ROOT/imagenet``; else the wnids. The
-name is the synset's first synonym; all its synonyms ride along as ``class_synonyms`` (RSA's
-study names are built from the first two).
+the seed (``test_fraction``); the split ``all`` holds the 50,000 in torchvision ``ImageFolder``
+order, the pool of the RPGD study's seeded 1,000; ``subset=N`` keeps a seeded N images of each
+split. Class names are readable words when torchvision's ``meta.bin`` or Kaggle's
+``LOC_synset_mapping.txt`` sits in ``DATA_ROOT/imagenet``; else the wnids. The name is the
+synset's first synonym; all its synonyms ride along as ``class_synonyms`` (RSA's study names
+are built from the first two).
 ImageNet cannot be downloaded automatically (its licence requires a sign-in).
 """
 

@@ -3,8 +3,12 @@ L2 and Linf, untargeted and targeted, success over all attacked images as the st
 
 The classifier is the model's own ImageNet-1k head (``encoder.classify``) when it has one and
 the dataset has 1,000 classes, as the study attacked supervised models; otherwise the label
-probe's linear head (one fit when the settings agree). The attack runs through the encoder's
-own resize and normalisation on pixels in [0, 1] (kernels/rpgd.py, kernels/pgd.py).
+probe's linear head (one fit when the settings agree). The images are the study's seeded first
+N of a pool (``attack_pool``): with the model's own classifier, the whole image folder in
+ImageFolder order (split ``all``, e.g. all 50,000 of ImageNet-val, as the study) when the
+dataset has it; with a linear head, the test split, since the head is fitted on the train split
+and must not be attacked on its own training images. The attack runs through the encoder's own
+resize and normalisation on pixels in [0, 1] (kernels/rpgd.py, kernels/pgd.py).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class RobustnessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_images: int = Field(32, gt=0)  # the first N of the study's seeded permutation of the test split (paper 1000)
+    n_images: int = Field(32, gt=0)  # the first N of the study's seeded permutation of the pool (paper 1000)
     image_seed: int = 42  # the study's np.random.seed(42); not the run's seed: every encoder gets the same images
     steps: int = Field(10, gt=0)  # PGD steps per ε (paper 100)
     rel_stepsize: float = Field(0.25, gt=0)  # step = rel_stepsize · ε (paper 0.025)
@@ -41,8 +45,10 @@ class RobustnessConfig(BaseModel):
     l2_robust_epsilon: float = 0.5
     #: "dataset": attack the images at the dataset's resolution, the encoder resizing inside;
     #: "encoder": resize them to the encoder's input_size first (the study's L2 ε is per pixel
-    #: of the model input); "study": as the study per model family, a centre crop to input_size
-    #: (Resize(256) + CenterCrop(224) on 256-pixel images), a resize for CLIP (open_clip).
+    #: of the model input); "study": as the study per model family: image files are decoded
+    #: with its torchvision transform (Resize(256) bilinear + CenterCrop(224); CLIP (open_clip):
+    #: Resize(224, bicubic) + CenterCrop(224); the crop is the encoder's input_size), in-memory
+    #: images are centre-cropped to input_size (resized for CLIP).
     #: Either way the encoder's own normalisation is inside the attack.
     attack_size: Literal["dataset", "encoder", "study"] = "dataset"
     #: "auto": the model's own classifier when it has one with as many classes as the dataset
@@ -76,6 +82,7 @@ class RPGDDetails(BaseModel):
     target_shift: int | None = None  # target = (label + target_shift) mod K
     classifier: str | None = None  # which classifier was attacked
     preparation: str | None = None  # how the images were prepared before the attack
+    pool: str | None = None  # which images the seeded permutation runs over (attack_pool)
     clean_accuracy: float
     n_images: int  # the denominator of every success rate
     n_attacked: int  # images PGD ran on: all when targeted, the clean-correct ones untargeted
@@ -98,12 +105,39 @@ def run(ctx: "ProbeContext", norm: Literal["linf", "l2"], targeted: bool) -> lis
 
     config: RobustnessConfig = ctx.settings
     n_classes = len(ctx.dataset.class_names)
-    head = None
-    if not uses_own_classifier(ctx.encoder, n_classes, config.classifier):
-        _, head = shared_label_probe(ctx, config.head)
-    metrics = rpgd_probe(ctx.encoder, head, ctx.dataset.split("test"), n_classes=n_classes,
-                         norm=norm, targeted=targeted, config=config, seed=ctx.seed, device=ctx.device)
-    return [replace(m, details=RPGDDetails(**m.details)) for m in metrics]
+    own = uses_own_classifier(ctx.encoder, n_classes, config.classifier)
+    head = None if own else shared_label_probe(ctx, config.head)[1]
+    split_name, pool = attack_pool(ctx.dataset, own)
+    split = ctx.dataset.split(split_name)
+    metrics = rpgd_probe(ctx.encoder, head, split, n_classes=n_classes, norm=norm, targeted=targeted,
+                         config=config, seed=ctx.seed, device=ctx.device, pool=pool)
+    data_key = attacked_data_key(split_name, split, config)
+    return [replace(m, details=RPGDDetails(**m.details), split=split_name, data_key=data_key) for m in metrics]
+
+
+def attack_pool(dataset, own: bool) -> tuple[str, str]:
+    """``(split, description)`` the attacked images are drawn from. The study permutes the whole
+    ImageNet-val folder in ImageFolder order; that is the split ``all`` of an image folder, used
+    when the model's own classifier is attacked (nothing of ours was fitted on any of it). A
+    linear head is fitted on the train split, so it is attacked on the test split only."""
+    if own and "all" in dataset.splits:
+        n = len(dataset.split("all"))
+        return "all", f"{dataset.name}, ImageFolder order, all {n:,} images (split 'all')"
+    n = len(dataset.split("test"))
+    why = ("the dataset has no whole-folder split 'all'" if own else
+           "the linear head is fitted on the train split, so it is attacked on held-out images only")
+    return "test", f"{dataset.name}, test split, {n:,} images ({why})"
+
+
+def attacked_data_key(split_name: str, split, config: RobustnessConfig) -> str | None:
+    """Fingerprint of which images were attacked and how they were decoded, when that is not the
+    test split prepared from the dataset's own images: a baseline on other images is not compared."""
+    from pytest_visprobe.datasets.base import FileImages, fingerprint_of
+
+    decoded = config.attack_size == "study" and isinstance(split.images, FileImages)
+    if split_name == "test" and not decoded:
+        return None
+    return fingerprint_of("rpgd-attacked-images", split_name, len(split), "study-decoded" if decoded else "stored")
 
 
 def uses_own_classifier(encoder, n_classes: int, choice: str = "auto") -> bool:

@@ -86,11 +86,12 @@ OWN_TEXT = "encoder"  # a text_models value: each encoder's own text tower
 
 def encoder_features(ctx: "ProbeContext") -> tuple[dict[str, "np.ndarray"], "np.ndarray"]:
     """Features of every encoder on the configured split ("all": every split, concatenated in
-    name order), keyed by encoder name, and the labels."""
+    name order — an image folder's own ``all`` split is the same images as train + test, so it is
+    left out rather than counted twice and encoded once more), keyed by encoder name, and the labels."""
     import numpy as np
 
     split, dataset = ctx.settings.split, ctx.dataset
-    splits = sorted(dataset.splits) if split == "all" else [split]
+    splits = sorted(set(dataset.splits) - {"all"}) if split == "all" else [split]
     labels = np.concatenate([dataset.split(name).labels for name in splits])
     counts = np.bincount(labels, minlength=len(dataset.class_names))
     if (counts == 0).any():

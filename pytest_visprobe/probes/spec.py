@@ -58,7 +58,8 @@ class Metric:
     when no interval is honest. ``data_key`` fingerprints derived data the metric saw (e.g. the
     transformed views), so a baseline on other derived data is not compared. ``details`` is an
     instance of the spec's details model. ``encoder`` names whose number this is when a probe
-    measures several encoders at once.
+    measures several encoders at once. ``split`` names the split ``per_sample`` is over when it
+    is not the test split (RPGD's ``all``), so a per-sample record is paired only with its own.
     """
 
     probe: str
@@ -73,6 +74,7 @@ class Metric:
     units: Any = None
     data_key: str | None = None
     uncertainty: str | None = None
+    split: str | None = None  # the split ``per_sample`` runs over when not the recorder's ("test")
 
     @property
     def spec(self) -> MetricSpec:

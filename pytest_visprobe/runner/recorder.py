@@ -126,7 +126,7 @@ class Recorder:
         for metric in metrics:
             spec = metric.spec
             key = (encoder.name, metric.probe, dataset.name, metric.metric)
-            interval, samples, units = self._uncertainty(metric, key, dataset, split)
+            interval, samples, units = self._uncertainty(metric, key, dataset, metric.split or split)
             threshold = thresholds.lookup(metric.probe, metric.metric, dataset.name, encoder.name) if thresholds else None
             probe_info = self._session.probe_info(metric.probe)
             self._payload.setdefault("probes", {})[metric.probe] = probe_info.model_dump(mode="json")
