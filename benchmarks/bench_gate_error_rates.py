@@ -11,7 +11,7 @@ bootstrap) or per-sample 0/1 outcomes (McNemar), simulates pairs of runs from it
   side) is the false-alarm rate; the target is at most 1.5 × the nominal 5 %. The gate fails
   only on the worse side, so its own false alarms are about half of that.
 - **Power**: the second run also loses a fraction of its units (a 0/1 outcome turned wrong, an
-  image's intersections zeroed, a sample moved to a random cluster); the smallest mean drop
+  image's intersections zeroed or its detections unmatched, a sample moved to a random cluster); the smallest mean drop
   detected in at least 80 % of trials is printed, by the test alone and by the gate (which
   also needs the drop to exceed the tolerance).
 
@@ -66,6 +66,8 @@ def degrade(statistic: str, arrays: dict[str, np.ndarray], share: float, higher:
         out["numerator"][rows] = 0.0 if higher else out["denominator"][rows]
     elif statistic == "miou":
         out["intersection"][rows] = 0
+    elif statistic.startswith("coco_"):  # the image's detections all become false positives
+        out["matched"][rows] = 0
     else:  # partitions: the sample lands in a random cluster
         clusters = np.unique(arrays["clusters"])
         out["clusters"][rows] = rng.choice(clusters, int(rows.sum()))
