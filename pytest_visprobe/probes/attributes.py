@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from pytest_visprobe.kernels.linear import LinearHead
+
     from pytest_visprobe.runner.context import ProbeContext
 
 CHANCE_POSITIVE_RATE = "mean positive rate of the attributes present in test (the mAP of random scores)"
@@ -40,22 +42,15 @@ class AttributeDetails(BaseModel):
     mean_recall_at_15: float | None = None  # VAW's mR@15, with partial labels only
 
 
-def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch.Tensor", test_a: "np.ndarray",
-                  *, attribute_names: list[str], config: LinearProbeConfig, seed: int, resamples: int = 1000,
-                  probe: str = "attribute_probe", train_mask: "np.ndarray | None" = None,
-                  test_mask: "np.ndarray | None" = None) -> Metric:
-    """Per-attribute logistic probes; macro mAP with a bootstrap interval over test images
-    (``resamples`` resamples, seeded; 0 skips it, e.g. for a control task).
-
-    ``train_mask``/``test_mask``: where the attributes are labelled (None: everywhere); an
-    unlabelled entry is out of the loss (NaN target) and out of its attribute's AP.
-    """
+def attribute_head(train_x: "torch.Tensor", train_a: "np.ndarray", *, config: LinearProbeConfig, seed: int,
+                   train_mask: "np.ndarray | None" = None) -> "LinearHead":
+    """Per-attribute logistic probes fitted on the train rows (weight decay chosen by held-out
+    mAP); an unlabelled entry (``train_mask`` False) is out of the loss."""
     import numpy as np
     import torch
 
     from pytest_visprobe.kernels.linear import fit_probe
-    from pytest_visprobe.kernels.ranking import mean_average_precision, mean_recall_at_k
-    from pytest_visprobe.report.statistics import map_bootstrap_interval, seed_for
+    from pytest_visprobe.kernels.ranking import mean_average_precision
 
     train_t = torch.as_tensor(np.asarray(train_a), dtype=torch.float32)
     if train_mask is not None:
@@ -69,9 +64,30 @@ def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch
         except ValueError:
             return float("-inf")
 
-    head = fit_probe(train_x, train_t, n_outputs=train_t.shape[1], weight_decays=config.weight_decays,
+    return fit_probe(train_x, train_t, n_outputs=train_t.shape[1], weight_decays=config.weight_decays,
                      val_fraction=config.val_fraction, score=val_map, seed=seed, multilabel=True,
                      max_iter=config.max_iter)
+
+
+def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch.Tensor", test_a: "np.ndarray",
+                  *, attribute_names: list[str], config: LinearProbeConfig, seed: int, resamples: int = 1000,
+                  probe: str = "attribute_probe", train_mask: "np.ndarray | None" = None,
+                  test_mask: "np.ndarray | None" = None, head: "LinearHead | None" = None) -> Metric:
+    """Per-attribute logistic probes; macro mAP with a bootstrap interval over test images
+    (``resamples`` resamples, seeded; 0 skips it, e.g. for a control task).
+
+    ``train_mask``/``test_mask``: where the attributes are labelled (None: everywhere); an
+    unlabelled entry is out of the loss (NaN target) and out of its attribute's AP. ``head``:
+    one already fitted by :func:`attribute_head` on these train rows.
+    """
+    import numpy as np
+    import torch
+
+    from pytest_visprobe.kernels.ranking import mean_average_precision, mean_recall_at_k
+    from pytest_visprobe.report.statistics import map_bootstrap_interval, seed_for
+
+    if head is None:
+        head = attribute_head(train_x, train_a, config=config, seed=seed, train_mask=train_mask)
     logits = head.logits(test_x)
     scores = logits.numpy()
     known = None if test_mask is None else np.asarray(test_mask, dtype=bool)
@@ -96,18 +112,31 @@ def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:
+    from dataclasses import replace
+
+    from pytest_visprobe.kernels.ranking import mean_average_precision
+    from pytest_visprobe.report.statistics import map_bootstrap_interval, seed_for
+
     train, test = ctx.dataset.split("train"), ctx.dataset.split("test")
     train_x, test_x = ctx.features("train"), ctx.features("test")
-    settings = dict(attribute_names=ctx.dataset.attribute_names, config=ctx.settings, seed=ctx.seed)
-    masks = dict(train_mask=train.attribute_mask, test_mask=test.attribute_mask)
-    metric = attribute_map(train_x, train.attributes, test_x, test.attributes, resamples=ctx.resamples,
-                           **masks, **settings)
+    config = ctx.settings
+    head = attribute_head(train_x, train.attributes, config=config, seed=ctx.seed, train_mask=train.attribute_mask)
+    metric = attribute_map(train_x, train.attributes, test_x, test.attributes, attribute_names=ctx.dataset.attribute_names,
+                           config=config, seed=ctx.seed, resamples=ctx.resamples, train_mask=train.attribute_mask,
+                           test_mask=test.attribute_mask, head=head)
     if ctx.is_control:
         return [metric]
     permuted_mask = None if train.attribute_mask is None else permuted_targets(train.attribute_mask, ctx.seed)
-    control = attribute_map(train_x, permuted_targets(train.attributes, ctx.seed), test_x, test.attributes,
-                            resamples=0, train_mask=permuted_mask, test_mask=test.attribute_mask, **settings)
-    return [metric, selectivity(metric, control, AttributeDetails)]
+    control_head = attribute_head(train_x, permuted_targets(train.attributes, ctx.seed), config=config,
+                                  seed=ctx.seed, train_mask=permuted_mask)
+    measured_scores, control_scores = head.logits(test_x).numpy(), control_head.logits(test_x).numpy()
+    control = Metric("attribute_probe", "mAP",
+                     mean_average_precision(test.attributes, control_scores, test.attribute_mask)[0])
+    # the same resampled test rows score both heads: the interval of the paired difference
+    interval = map_bootstrap_interval(test.attributes, measured_scores, control_scores=control_scores,
+                                      rng=seed_for(ctx.seed, "attribute_probe", "selectivity"),
+                                      resamples=ctx.resamples, labelled=test.attribute_mask)
+    return [metric, replace(selectivity(metric, control, AttributeDetails), interval=interval)]
 
 
 ATTRIBUTE_PROBE = ProbeSpec(

@@ -145,8 +145,11 @@ def mcnemar_exact(baseline: np.ndarray, current: np.ndarray) -> McNemar:
 def map_bootstrap_interval(
     y_true: np.ndarray, scores: np.ndarray, *, rng: np.random.Generator, resamples: int = RESAMPLES,
     level: float = LEVEL, chunk: int = 64, labelled: np.ndarray | None = None,
+    control_scores: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of macro mAP (ranking.mean_average_precision) over test rows.
+    """Percentile bootstrap interval of macro mAP (ranking.mean_average_precision) over test rows,
+    or with ``control_scores`` of the paired difference mAP(scores) − mAP(control_scores), both
+    scored on the same resampled rows (the attribute probe's selectivity).
 
     The hot path of the attribute probe's interval: each column is sorted once, and a resample
     is a row of multiplicities, so AP over a resample is a weighted cumulative sum — identical to
@@ -159,7 +162,10 @@ def map_bootstrap_interval(
     draws = []
     for start in range(0, resamples, chunk):
         rows = rng.integers(0, n, (min(chunk, resamples - start), n))
-        draws.append(map_of_resamples(y, scores, rows, labelled))
+        draw = map_of_resamples(y, scores, rows, labelled)
+        if control_scores is not None:
+            draw = draw - map_of_resamples(y, control_scores, rows, labelled)
+        draws.append(draw)
     values = np.concatenate(draws)
     values = values[~np.isnan(values)]
     if values.size < resamples // 2:
