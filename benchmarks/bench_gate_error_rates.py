@@ -37,7 +37,7 @@ FRACTIONS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 def rows_of(record: Record) -> tuple[str, dict[str, np.ndarray], str | None] | None:
     """(statistic, rows, crossed column unit or None) of a record that kept its units or samples."""
     if record.units is not None:
-        arrays = {k: decode_array(a).astype(np.float64) for k, a in record.units.arrays.items()}
+        arrays = {k: decode_array(a) for k, a in record.units.arrays.items()}
         return record.units.statistic, arrays, record.units.columns
     if record.samples is not None:
         return "mcnemar", {"value": Bits(record.samples.n, record.samples.bits).to_array().astype(float)}, None
