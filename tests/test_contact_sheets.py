@@ -206,3 +206,22 @@ def test_a_sheet_cell_draws_target_and_predicted_boxes_and_masks_where_they_are(
     blend = lambda c: np.round(0.4 * 255 + 0.6 * PALETTE[c].astype(float)).tolist()  # noqa: E731
     assert strip[80, step + 10].tolist() == blend(1) and strip[10, step + 80].tolist() == [255] * 3
     assert strip[10, 2 * step + 80].tolist() == blend(0) and strip[80, 2 * step + 10].tolist() == [255] * 3
+
+
+def test_a_sheet_survives_the_report_serialization_xdist_uses(tmp_path):
+    """Workers send reports to the controller as JSON-able dicts (pytest_report_to_serializable):
+    the sheet rides on the report as base64 text, and the controller alone writes the file."""
+    import base64
+    import json
+
+    from pytest_visprobe.datasets import load_dataset
+    from pytest_visprobe.probes.examples import Examples
+    from pytest_visprobe.report.plots.sheets import sheet_png
+
+    dataset = load_dataset("digits", seed=0, limit=20)
+    n = len(dataset.split("test"))
+    png = sheet_png(Examples("label", np.linspace(-1, 1, n), "margin", lambda rows: list(rows % 10)), dataset, "t")
+    report = pytest.TestReport("t.py::t", ("t.py", 0, "t"), {}, "passed", None, "call", [])
+    report.visprobe = {"records": [], "encoders": {}, "datasets": {}, "sheets": {"a.png": base64.b64encode(png).decode()}}
+    back = pytest.TestReport._from_json(json.loads(json.dumps(report._to_json())))
+    assert base64.b64decode(back.visprobe["sheets"]["a.png"]) == png and png.startswith(b"\x89PNG")
