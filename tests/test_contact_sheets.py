@@ -25,8 +25,8 @@ label = ["shapes"]
 transformations = ["shapes"]
 localization = ["shapes"]
 [dataset_options.shapes]
-n_train = 60
-n_test = 24
+n_train = 40
+n_test = 16
 image_size = 32
 [probes.label_probe]
 weight_decays = [0.001]
