@@ -203,7 +203,7 @@ def test_a_sheet_cell_draws_target_and_predicted_boxes_and_masks_where_they_are(
     predicted = np.zeros((16, 16), np.int64)
     predicted[:8, 8:] = 1  # class 0, top right
     strip, _ = cell(masks, dataset, 0, predicted)
-    blend = lambda c: np.round(0.4 * 255 + 0.6 * PALETTE[c].astype(float)).tolist()  # noqa: E731
+    blend = lambda c: np.round(0.4 * 255 + 0.6 * PALETTE[c].astype(float)).tolist()
     assert strip[80, step + 10].tolist() == blend(1) and strip[10, step + 80].tolist() == [255] * 3
     assert strip[10, 2 * step + 80].tolist() == blend(0) and strip[80, 2 * step + 10].tolist() == [255] * 3
 

@@ -1,5 +1,6 @@
 """The reporter: gathers results from test reports; on the controller, writes the scorecard
-(JSON, Markdown, plots), the terminal summary and the GitHub step summary, and blesses a baseline.
+(JSON, Markdown, plots, the contact sheets the tests drew), the terminal summary and the GitHub
+step summary, and blesses a baseline.
 
 Workers attach results to their reports; the controller alone writes files (so ``pytest -n N``
 and a serial run give the same scorecard).
