@@ -129,15 +129,22 @@ def mlp_classifier(config: MLPProbeConfig, seed: int) -> Classifier:
 def fine_grained_probe(probe: str, fit: Classifier, train_x, train_y, test_x, test_y,
                        task: TransformationTask) -> Metric:
     """Which transformation: top-1 over all of them; per-family accuracy and the confusion matrix."""
+    from pytest_visprobe.kernels.examples import margins
+    from pytest_visprobe.probes.examples import Examples
+
     n = len(task.names)
-    predicted = _fit_predict(fit, train_x, train_y, test_x, n)
+    logits = fit(train_x, torch.as_tensor(np.asarray(train_y), dtype=torch.long), n)(test_x)
+    predicted = logits.argmax(dim=1).numpy()
     test_y = np.asarray(test_y, dtype=np.int64)
     correct = (predicted == test_y).astype(np.float64)
     details = _details(correct, task.family_of[test_y], task.families, train_y, test_y, n)
     details["labels"] = list(task.names)
     details["label_families"] = [task.families[f] for f in task.family_of]
     details["confusion"] = _confusion(test_y, predicted, n)
-    return Metric(probe, "fine_grained_top1", float(correct.mean()), details=details, per_sample=correct)
+    examples = Examples("transformation", margins(logits, test_y), "margin p(applied) - max p(other)",
+                        lambda rows: list(predicted[rows]))
+    return Metric(probe, "fine_grained_top1", float(correct.mean()), details=details, per_sample=correct,
+                  examples=examples)
 
 
 def grouped_probe(probe: str, fit: Classifier, train_x, train_y, test_x, test_y,

@@ -53,7 +53,23 @@ def run(ctx: "ProbeContext") -> list[Metric]:
                               n_classes=len(ctx.dataset.class_names), image_size=image_size(test),
                               config=ctx.settings, seed=ctx.seed, head=centre_head(ctx, ctx.settings),
                               test_crowd_boxes=test.crowd_boxes, test_crowd_labels=test.crowd_labels)
-    return [replace(m, details=DetectionDetails(**m.details)) for m in metrics]
+    examples = detection_examples(centre_head(ctx, ctx.settings), test_maps, test, n_classes=len(ctx.dataset.class_names),
+                                  image_size=image_size(test), max_detections=ctx.settings.max_detections)
+    return [replace(m, details=DetectionDetails(**m.details), examples=examples if i == 0 else None)
+            for i, m in enumerate(metrics)]
+
+
+def detection_examples(head, test_maps, test, *, n_classes: int, image_size: tuple[int, int], max_detections: int):
+    """What the detection head saw: each test image ranked by the share of its objects its top
+    detections find (as many as it has objects, IoU >= 0.5, same class); those boxes drawn."""
+    from pytest_visprobe.kernels.detection import detect
+    from pytest_visprobe.kernels.examples import detection_scores, top_detections
+    from pytest_visprobe.probes.examples import Examples
+
+    preds = detect(head, test_maps, n_classes=n_classes, image_size=image_size, max_detections=max_detections)
+    scores = detection_scores(preds, test.boxes, test.box_labels)
+    return Examples("boxes", scores, "objects found by as many top boxes (IoU >= 0.5)",
+                    lambda rows: [top_detections(preds[r], len(test.box_labels[r])) for r in rows])
 
 
 DETECTION = ProbeSpec(

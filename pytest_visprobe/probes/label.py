@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from pytest_visprobe.encoders.base import Encoder
     from pytest_visprobe.kernels.linear import LinearHead
+    from pytest_visprobe.probes.examples import Examples
     from pytest_visprobe.runner.context import ProbeContext
 
 CHANCE_MAJORITY = "the largest class's share of the test split (the best constant guess; 1/K when balanced)"
@@ -152,9 +153,23 @@ def selectivity(measured: Metric, control: Metric, details: type[BaseModel]) -> 
                   chance=measured.chance)
 
 
+def label_examples(head: "LinearHead", test_x: "torch.Tensor", test_y: "np.ndarray") -> "Examples":
+    """What the label head saw: each test image ranked by its margin, its predicted class."""
+    from pytest_visprobe.kernels.examples import margins
+    from pytest_visprobe.probes.examples import Examples
+
+    logits = head.logits(test_x)
+    predicted = logits.argmax(dim=1).numpy()
+    return Examples("label", margins(logits, test_y), "margin p(true) - max p(other)",
+                    lambda rows: list(predicted[rows]))
+
+
 def run(ctx: "ProbeContext") -> list[Metric]:
+    from dataclasses import replace
+
     config: LinearProbeConfig = ctx.settings
-    metric, _ = shared_label_probe(ctx, config)
+    metric, head = shared_label_probe(ctx, config)
+    metric = replace(metric, examples=label_examples(head, ctx.features("test"), ctx.dataset.split("test").labels))
     if ctx.is_control:  # a random-init control is itself the floor: no control task of its own
         return [metric]
     # the control task trains as the measured probe does (augmented views or cached features)

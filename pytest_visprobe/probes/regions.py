@@ -59,10 +59,25 @@ def region_label_top1(train_x, train_labels, test_x, test_labels, *, n_classes: 
     test_y = np.concatenate(test_labels)
     metric, head = label_top1(train_x, np.concatenate(train_labels), test_x, test_y, n_classes=n_classes,
                               config=config, seed=seed)
-    correct = (head.logits(test_x).argmax(dim=1).numpy() == test_y).astype(np.float64)  # per box
+    predicted = head.logits(test_x).argmax(dim=1).numpy()
+    correct = (predicted == test_y).astype(np.float64)  # per box
     image_of_box = np.repeat(np.arange(len(test_labels)), [len(labels) for labels in test_labels])
     return replace(metric, probe="region_label_probe", per_sample=None,
-                   units=clustered(correct, image_of_box, "test image"))
+                   units=clustered(correct, image_of_box, "test image"),
+                   examples=region_examples(predicted, correct, image_of_box, len(test_labels)))
+
+
+def region_examples(predicted, correct, image_of_box, n_images: int):
+    """What the region head saw: each test image ranked by the share of its objects named right."""
+    import numpy as np
+
+    from pytest_visprobe.probes.examples import Examples
+
+    count = np.bincount(image_of_box, minlength=n_images)
+    right = np.bincount(image_of_box, weights=correct, minlength=n_images)
+    scores = np.divide(right, count, out=np.full(n_images, np.nan), where=count > 0)
+    return Examples("regions", scores, "share of objects named right",
+                    lambda rows: [predicted[image_of_box == r] for r in rows])
 
 
 def region_attribute_map(train_x, train_attributes, test_x, test_attributes, *, attribute_names,

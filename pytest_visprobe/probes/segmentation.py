@@ -49,6 +49,8 @@ def segmentation_head(ctx: "ProbeContext", config: LocalizationConfig):
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:
+    import numpy as np
+
     from pytest_visprobe.kernels.segmentation import segmentation_probe
 
     train_maps, test_maps = maps_of(ctx)
@@ -58,7 +60,24 @@ def run(ctx: "ProbeContext") -> list[Metric]:
                                 head=segmentation_head(ctx, ctx.settings))
     details = dict(metric.details)
     chance = details.pop("chance")
-    return [replace(metric, details=SegmentationDetails(**details), chance=chance)]
+    examples = segmentation_examples(segmentation_head(ctx, ctx.settings), test_maps, metric.units,
+                                     tuple(np.asarray(test.semantic_masks).shape[-2:]))
+    return [replace(metric, details=SegmentationDetails(**details), chance=chance, examples=examples)]
+
+
+def segmentation_examples(head, test_maps, units, size: tuple[int, int]):
+    """What the segmentation head saw: each test image ranked by its own mIoU (from the metric's
+    per-image pixel counts), its predicted mask computed only for the images drawn."""
+    import torch
+
+    from pytest_visprobe.kernels.examples import image_miou
+    from pytest_visprobe.kernels.segmentation import predict_masks
+    from pytest_visprobe.probes.examples import Examples
+
+    def predict(rows):
+        return list(predict_masks(head, test_maps[torch.as_tensor(rows, dtype=torch.long)], size).numpy())
+
+    return Examples("mask", image_miou(units.arrays["intersection"], units.arrays["union"]), "image mIoU", predict)
 
 
 SEGMENTATION = ProbeSpec(

@@ -60,6 +60,8 @@ class Metric:
     instance of the spec's details model. ``encoder`` names whose number this is when a probe
     measures several encoders at once. ``split`` names the split ``per_sample`` is over when it
     is not the test split (RPGD's ``all``), so a per-sample record is paired only with its own.
+    ``examples`` (probes.examples.Examples) is what the probe saw, for its contact sheet: held in
+    memory only, never in the scorecard.
     """
 
     probe: str
@@ -75,6 +77,7 @@ class Metric:
     data_key: str | None = None
     uncertainty: str | None = None
     split: str | None = None  # the split ``per_sample`` runs over when not the recorder's ("test")
+    examples: Any = field(default=None, repr=False, compare=False)
 
     @property
     def spec(self) -> MetricSpec:

@@ -78,8 +78,9 @@ def run_with(ctx: "ProbeContext", probe: str, fit) -> list[Metric]:
         scored = held[test.labels] if m.metric == "generalization_top1" else np.ones(len(test.labels), bool)
         # views of one source image are not independent: resample source images
         units = clustered(m.per_sample, test.sources[scored], "source image")
+        examples = replace(m.examples, dataset=views) if m.examples is not None else None
         typed.append(replace(m, details=TransformationDetails(**details), chance=chance, per_sample=None,
-                             units=units, data_key=views.fingerprint))
+                             units=units, data_key=views.fingerprint, examples=examples))
     return typed
 
 

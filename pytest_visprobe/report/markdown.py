@@ -5,6 +5,7 @@ and encoders."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from pytest_visprobe.report.scorecard import Record, Scorecard
 
@@ -109,7 +110,12 @@ def uncertainty_notes(card: Scorecard) -> list[str]:
     return [f"- {probe}.{metric}: {how}" for (probe, metric), how in sorted(seen.items())]
 
 
-def to_markdown(card: Scorecard) -> str:
+def sheet_lines(sheets: Sequence[str]) -> list[str]:
+    """One link per contact sheet, named by its probe · encoder · dataset."""
+    return [f"- [{Path(name).stem.replace('-', ' · ')}]({name})" for name in sheets]
+
+
+def to_markdown(card: Scorecard, sheets: Sequence[str] = ()) -> str:
     from tabulate import tabulate
 
     p = card.provenance
@@ -159,6 +165,9 @@ def to_markdown(card: Scorecard) -> str:
     if card.plots:
         notes += ["", "## Plots", ""]
         notes += [f"![{Path(name).stem}]({name})" for name in card.plots]
+    if sheets:
+        notes += ["", "## What the probes saw", "", "The worst and best test images of each probe run "
+                  "(image, target, prediction):", "", *sheet_lines(sheets)]
     if card.encoders:
         notes += ["", "## Encoders", ""]
         notes += [f"- `{e.name}` ← `{e.ref}` · fingerprint `{e.fingerprint[:12]}` · input "

@@ -21,7 +21,7 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -276,8 +276,10 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_scorecard(card: Scorecard, directory: Path) -> tuple[Path, Path]:
-    """Plots first (the documents link them), then scorecard.json and scorecard.md."""
+def write_scorecard(card: Scorecard, directory: Path, sheets: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Plots first (the documents link them), then scorecard.json and scorecard.md; ``sheets``
+    are contact sheets already written (paths relative to ``directory``), linked from the Markdown
+    only: the JSON holds no images."""
     from pytest_visprobe.report.markdown import to_markdown
     from pytest_visprobe.report.plots import write_plots
 
@@ -286,5 +288,5 @@ def write_scorecard(card: Scorecard, directory: Path) -> tuple[Path, Path]:
     card = card.model_copy(update={"plots": [p.name for p in plots]})
     json_path, md_path = directory / "scorecard.json", directory / "scorecard.md"
     write_atomic(json_path, json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
-    write_atomic(md_path, to_markdown(card))
+    write_atomic(md_path, to_markdown(card, sheets=sheets))
     return json_path, md_path

@@ -37,6 +37,7 @@ TEXT_MODEL_OPTION = "--visprobe-text-model"
 TRANSFORMATIONS_DATASET_OPTION = "--visprobe-transformations-dataset"
 BLESS_OPTION = "--visprobe-bless"
 THRESHOLD_ON_OPTION = "--visprobe-threshold-on"
+NO_SHEETS_OPTION = "--visprobe-no-sheets"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -216,6 +217,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(TRANSFORMATIONS_DATASET_OPTION, "source images for the transformation probes instead "
            "of the profile's (quick: photos, shapes), repeatable: a registered name or "
            "imagefolder:PATH.", repeatable=True, metavar="SPEC"),
+    Option(NO_SHEETS_OPTION, "do not draw the contact sheets (the worst and best test images of the label, "
+           "segmentation, detection, region and transformation probes, in sheets/ beside the scorecard) "
+           "(default: drawn).", default=False, flag_only=True),
     Option(BLESS_OPTION, f"write this run's scorecard as the accepted baseline to the {BASELINE_OPTION} "
            f"path, if the run completed: no interrupt, collection error, test error or failure other "
            f"than a threshold/baseline verdict (default: off).", default=False, flag_only=True),
@@ -252,6 +256,7 @@ class RunSettings:
     text_model: str = "minilm"
     transformations_datasets: tuple[str, ...] = ()
     bless: bool = False
+    no_sheets: bool = False
 
     @classmethod
     def from_dests(cls, values: dict[str, Any]) -> "RunSettings":

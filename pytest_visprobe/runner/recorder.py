@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pytest_visprobe.datasets.base import Dataset
     from pytest_visprobe.encoders.base import Encoder
     from pytest_visprobe.profiles import Profile
+    from pytest_visprobe.runner.context import ProbeContext
     from pytest_visprobe.runner.session import VisprobeSession
 
 
@@ -97,6 +98,7 @@ class Recorder:
             encoders=session.loaded_encoders() if spec.compares_encoders else [encoder],
             text_model=session.run.text_model, is_control=getattr(encoder, "control_of", None) is not None)
         metrics = spec.run(ctx, **params)
+        self._sheet(ctx, metrics)
         by_encoder: dict[str, tuple["Encoder", list[Metric]]] = {}
         for metric in metrics:
             owner = metric.encoder if metric.encoder is not None else encoder
@@ -110,6 +112,29 @@ class Recorder:
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
         return metrics
+
+    def _sheet(self, ctx: "ProbeContext", metrics: list[Metric]) -> None:
+        """Draw what the probe saw (the first metric's ``examples``) as PNG bytes on the test's
+        report, for the controller to write beside the scorecard; never fails the test."""
+        import base64
+        import re
+        import warnings
+
+        examples = next((m.examples for m in metrics if m.examples is not None), None)
+        if examples is None or ctx.is_control or self._session.run.no_sheets:
+            return
+        parts = (ctx.probe, ctx.encoder.name, ctx.dataset.name)
+        name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part)[:60] for part in parts) + ".png"
+        try:
+            from pytest_visprobe.report.plots.sheets import sheet_png
+
+            png = sheet_png(examples, ctx.dataset, " · ".join(parts))
+        except Exception as exc:  # a sheet is a convenience: never fail the run for it
+            warnings.warn(f"visprobe: the contact sheet {name} could not be drawn ({type(exc).__name__}: "
+                          f"{exc}); the scorecard is unaffected.", stacklevel=2)
+            return
+        if png is not None:
+            self._payload.setdefault("sheets", {})[name] = base64.b64encode(png).decode("ascii")
 
     def check(self, *metrics: Metric, encoder: "Encoder", dataset: "Dataset", split: str = "test") -> None:
         """Record every metric, then fail once with all threshold/baseline violations.

@@ -1,5 +1,6 @@
 """The reporter: gathers results from test reports; on the controller, writes the scorecard
-(JSON, Markdown, plots), the terminal summary and the GitHub step summary, and blesses a baseline.
+(JSON, Markdown, plots, the contact sheets the tests drew), the terminal summary and the GitHub
+step summary, and blesses a baseline.
 
 Workers attach results to their reports; the controller alone writes files (so ``pytest -n N``
 and a serial run give the same scorecard).
@@ -33,6 +34,7 @@ from pytest_visprobe.report.markdown import table_rows
 from pytest_visprobe.runner.session import VisprobeSession
 
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+SHEETS_DIR = "sheets"  # contact sheets, beside scorecard.json
 PACKAGES = ("pytest-visprobe", "torch", "torchvision", "timm", "open_clip_torch", "numpy",
             "scikit-learn", "scikit-image", "pytest")
 
@@ -64,6 +66,7 @@ class Reporter:
                 got.datasets.setdefault(info["name"], DatasetInfo.model_validate(info))
             for name, info in payload.get("probes", {}).items():
                 got.probes.setdefault(name, ProbeInfo.model_validate(info))
+            got.sheets.update(payload.get("sheets", {}))
         counters = getattr(report, "visprobe_counters", None)
         if counters:
             got.counters[counters["worker"]] = counters["counters"]
@@ -91,7 +94,7 @@ class Reporter:
         if not self.is_controller or not self.active:
             return
         self.card = self._scorecard()
-        self.paths = write_scorecard(self.card, self.session.report_dir)
+        self.paths = write_scorecard(self.card, self.session.report_dir, sheets=self._write_sheets())
         self.config.hook.pytest_visprobe_scorecard(scorecard=self.card, json_path=self.paths[0],
                                                    markdown_path=self.paths[1], config=self.config)
         markdown = self.paths[1].read_text(encoding="utf-8")
@@ -101,6 +104,19 @@ class Reporter:
                 handle.write(markdown + "\n")
         if self.session.run.bless:
             self._bless(session, exitstatus)
+
+    def _write_sheets(self) -> list[str]:
+        """The contact sheets the tests drew, as files in ``sheets/`` beside the scorecard; their
+        paths relative to it (the Markdown links them)."""
+        import base64
+
+        written = []
+        directory = self.session.report_dir / SHEETS_DIR
+        for name, data in sorted(self.session.collected.sheets.items()):
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / name).write_bytes(base64.b64decode(data))
+            written.append(f"{SHEETS_DIR}/{name}")
+        return written
 
     def _bless(self, session: pytest.Session, exitstatus: int) -> None:
         """Accept this run as the baseline, only if it completed (see the option's help).

@@ -50,6 +50,7 @@ class Collected:
     probes: dict[str, ProbeInfo] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)  # per worker, latest
     devices: set[str] = field(default_factory=set)
+    sheets: dict[str, str] = field(default_factory=dict)  # contact sheet file name -> base64 PNG
     outcome: Outcome = field(default_factory=Outcome)
 
 
