@@ -14,7 +14,7 @@ kept per image (coco_matches.py) so their interval resamples test images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.kernels.dense import ConvHead, fit_conv_head, in_chunks
+from pytest_visprobe.kernels.headfit import HeadFit
 
 _PRIOR = 0.01  # initial heat-map probability (focal-loss bias init, as in RetinaNet/CenterNet)
 _GAUSS_ALPHA = 0.54
@@ -81,6 +82,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def fit_detection_head(maps: torch.Tensor, targets: CentreTargets, *, config, seed: int) -> ConvHead:
+    """The centre head; its ``fit`` holds the focal + L1 loss on all train maps (per object, as
+    the training loss; no train mAP) and the same loss of the initial head (zero weight, bias at
+    the prior), a constant head, as ``constant_loss``."""
     n_classes = targets.heatmap.shape[1]
     bias = torch.zeros(n_classes + 4)
     bias[:n_classes] = -float(np.log((1 - _PRIOR) / _PRIOR))
@@ -92,8 +96,32 @@ def fit_detection_head(maps: torch.Tensor, targets: CentreTargets, *, config, se
         reg = F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum") / n_obj
         return heat + reg
 
-    return fit_conv_head(maps, n_classes + 4, loss, epochs=config.epochs, batch_size=config.batch_size,
+    head = fit_conv_head(maps, n_classes + 4, loss, epochs=config.epochs, batch_size=config.batch_size,
                          lr=config.lr, weight_decay=config.weight_decay, seed=seed, bias_init=bias)
+    return replace(head, fit=detection_fit(head, maps, targets, bias))
+
+
+def summed_loss(out: torch.Tensor, targets: CentreTargets, rows) -> torch.Tensor:
+    """Focal heat-map loss plus L1 on offset and log size at centres, summed over ``rows`` (the
+    training loss times the batch's object count)."""
+    n_classes = targets.heatmap.shape[1]
+    where = targets.centres[rows][:, None].expand(-1, 4, -1, -1)
+    return (focal_loss(out[:, :n_classes], targets.heatmap[rows])
+            + F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum"))
+
+
+def detection_fit(head: ConvHead, maps: torch.Tensor, targets: CentreTargets, initial_bias: torch.Tensor) -> HeadFit:
+    """The training loss over all train maps (chunks summed, then divided by all objects) for the
+    fitted head and for the constant initial head."""
+
+    def per_chunk(m: torch.Tensor, rows: slice) -> torch.Tensor:
+        out = head(m)
+        constant = initial_bias[None, :, None, None].expand_as(out)
+        return torch.stack([summed_loss(out, targets, rows), summed_loss(constant, targets, rows)]).double()[None]
+
+    fitted, constant = in_chunks(maps, per_chunk).sum(dim=0).tolist()
+    n_obj = max(float(targets.n_objects.sum()), 1.0)
+    return HeadFit(loss=fitted / n_obj, constant_loss=constant / n_obj)
 
 
 def decode_detections(out: torch.Tensor, *, n_classes: int, image_size: tuple[int, int],
@@ -231,6 +259,7 @@ def detection_probe(
     scores, units = coco_scores(preds, ground_truth(test_boxes, test_labels, crowd_boxes=test_crowd_boxes,
                                                     crowd_labels=test_crowd_labels))
     details = {"AP75": scores["map_75"], "feature_map_size": list(train_maps.shape[-2:]),
+               **(head.fit.details() if head.fit is not None else {}),
                "image_size": list(image_size), "max_detections": config.max_detections,
                "head": "centre heat-map + offset + log-size (linear 1x1 conv)",
                "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),

@@ -13,11 +13,13 @@ the published numbers. Everything is seeded: initialisation and batch order come
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
+from pytest_visprobe.kernels.headfit import classifier_fit
 from pytest_visprobe.kernels.linear import LinearHead
 
 #: ``batches(epoch)`` -> that epoch's ``(features [B, D], labels [B])`` mini-batches, in order
@@ -86,7 +88,8 @@ def fit_adam_probe(
     batch_size: int = 60,
     seed: int = 0,
 ) -> LinearHead:
-    """Train the study's linear head on cached features; a :class:`LinearHead` with identity scaling."""
+    """Train the study's linear head on cached features; a :class:`LinearHead` with identity scaling,
+    its ``fit`` measured on all of ``train_x`` after the last epoch."""
     x = train_x.detach().float().contiguous()
     y = torch.as_tensor(train_y, dtype=torch.long)
     if x.ndim != 2:
@@ -97,4 +100,6 @@ def fit_adam_probe(
     def batches(_epoch: int):
         return ((x[rows], y[rows]) for rows in next_epoch())
 
-    return train_adam_head(batches, n_classes=n_classes, lr=lr, weight_decay=weight_decay, epochs=epochs, seed=seed)
+    head = train_adam_head(batches, n_classes=n_classes, lr=lr, weight_decay=weight_decay, epochs=epochs, seed=seed)
+    with torch.no_grad():  # the last-epoch head on all cached train features (Adam's L2 term left out)
+        return replace(head, fit=classifier_fit(head.logits(x), y))

@@ -1,0 +1,60 @@
+"""How well a fitted head fits its own training data: is the head underfit, or the representation weak?
+
+Every trained head (linear, MLP, 1×1-conv) reports a :class:`HeadFit`, measured once at the end
+of fitting on the full train split from what the fit already holds (cached features or maps,
+never a new pass through the encoder):
+
+* ``loss``: the data term of the objective the head minimised, averaged as the objective
+  averages it; the weight-decay term is left out, so the number is comparable across the
+  swept decays and equals scikit-learn's ``log_loss`` for a classifier (the decay itself is
+  in the details where the probe has one);
+* ``score``: the probe's own metric (top-1, mAP, mIoU) on the train split;
+* ``chance``: that metric of the best constant guess on the train split, by the probe's rule;
+* ``constant_loss``: the loss of a constant head, for heads without a train score (detection).
+
+A head with weak decay on weak features memorises (train ≫ test): the representation is weak.
+A head whose train score stays at chance did not fit, which report/markdown.py flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    loss: float
+    score: float | None = None
+    chance: float | None = None
+    constant_loss: float | None = None
+
+    def details(self) -> dict[str, float]:
+        """The details fields (``train_*``) of the probes' models, None left out."""
+        values = {"train_loss": self.loss, "train_score": self.score, "train_chance": self.chance,
+                  "train_constant_loss": self.constant_loss}
+        return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def data_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> float:
+    """The data term of kernels/linear.py's objective: mean cross-entropy, or for multi-label
+    targets the binary cross-entropy summed over known entries (NaN: unknown) per row, averaged."""
+    with torch.no_grad():
+        if not multilabel:
+            return float(F.cross_entropy(logits.float(), targets.long()))
+        y = targets.float()
+        known = ~torch.isnan(y)
+        total = F.binary_cross_entropy_with_logits(logits.float(), torch.where(known, y, torch.zeros_like(y)),
+                                                   weight=known.float(), reduction="sum")
+        return float(total / logits.shape[0])
+
+
+def classifier_fit(logits: torch.Tensor, labels: torch.Tensor) -> HeadFit:
+    """Cross-entropy and top-1 of train logits, chance the majority share of the train labels."""
+    from pytest_visprobe.kernels.chance import majority_share
+
+    labels = labels.long()
+    top1 = float((logits.argmax(dim=1) == labels).float().mean())
+    return HeadFit(loss=data_loss(logits, labels), score=top1, chance=majority_share(labels.numpy()))
