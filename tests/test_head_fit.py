@@ -125,6 +125,20 @@ def test_adam_head_fit_is_the_last_epoch_head_on_all_of_train():
     assert head.fit.score == 1.0
 
 
+def test_adam_head_on_streamed_views_reports_the_last_epochs_running_means():
+    """Augmented views are not cached, so the numbers are the last epoch's batches before each
+    step; with a zero learning rate the head never moves, so they are the returned head's on
+    all of train."""
+    from pytest_visprobe.kernels.transfer import RUNNING, shuffled_batches, train_adam_head
+
+    x, y = separable(n=130)
+    next_epoch = shuffled_batches(len(y), 40, seed=0)
+    head = train_adam_head(lambda _e: ((x[r], y[r]) for r in next_epoch()), n_classes=3, lr=0.0,
+                           weight_decay=0.0, epochs=2, seed=0)
+    check_classifier_fit(head.fit, head_logits(head, x), y)
+    assert head.fit.on == RUNNING and head.fit.details()["train_fit_on"] == RUNNING
+
+
 def test_label_probe_details_report_train_fit_next_to_test_top1():
     from pytest_visprobe.probes.label import LabelDetails, label_top1
 

@@ -12,6 +12,10 @@ never a new pass through the encoder):
 * ``chance``: that metric of the best constant guess on the train split, by the probe's rule;
 * ``constant_loss``: the loss of a constant head, for heads without a train score (detection).
 
+The one exception: a head trained on augmented views streamed through the encoder
+(augmented.py) has no cached train features, so its numbers are the last epoch's running
+means over its mini-batches (``on`` says so).
+
 A head with weak decay on weak features memorises (train ≫ test): the representation is weak.
 A head whose train score stays at chance did not fit, which report/markdown.py flags.
 """
@@ -30,12 +34,16 @@ class HeadFit:
     score: float | None = None
     chance: float | None = None
     constant_loss: float | None = None
+    on: str | None = None  # what the numbers were measured on, when not all of train after fitting
 
-    def details(self) -> dict[str, float]:
+    def details(self) -> dict[str, float | str]:
         """The details fields (``train_*``) of the probes' models, None left out."""
         values = {"train_loss": self.loss, "train_score": self.score, "train_chance": self.chance,
                   "train_constant_loss": self.constant_loss}
-        return {k: float(v) for k, v in values.items() if v is not None}
+        out: dict[str, float | str] = {k: float(v) for k, v in values.items() if v is not None}
+        if self.on is not None:
+            out["train_fit_on"] = self.on
+        return out
 
 
 def data_loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool = False) -> float:

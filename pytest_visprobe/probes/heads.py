@@ -78,3 +78,4 @@ class HeadFitDetails(BaseModel):
     train_score: float | None = None  # this metric on the train split, same head
     train_chance: float | None = None  # this metric of the best constant guess on the train split
     train_constant_loss: float | None = None  # a constant head's loss (heads without a train score)
+    train_fit_on: str | None = None  # what the train_* numbers were measured on, when not all of train
