@@ -157,7 +157,8 @@ def _train_fit(logits: torch.Tensor, targets: torch.Tensor, score, multilabel: b
 
     if not multilabel:
         return classifier_fit(logits, targets)
-    return HeadFit(loss=data_loss(logits, targets, multilabel=True), score=float(score(logits, targets)))
+    value = float(score(logits, targets))  # -inf: undefined (e.g. no positive in any column)
+    return HeadFit(loss=data_loss(logits, targets, multilabel=True), score=value if np.isfinite(value) else None)
 
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
