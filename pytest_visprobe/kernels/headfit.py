@@ -10,14 +10,17 @@ never a new pass through the encoder):
   in the details where the probe has one);
 * ``score``: the probe's own metric (top-1, mAP, mIoU) on the train split;
 * ``chance``: that metric of the best constant guess on the train split, by the probe's rule;
-* ``constant_loss``: the loss of a constant head, for heads without a train score (detection).
+* ``constant_loss``: the lowest loss of a head that ignores its input, for heads without a
+  train score (detection).
 
 The one exception: a head trained on augmented views streamed through the encoder
 (augmented.py) has no cached train features, so its numbers are the last epoch's running
 means over its mini-batches (``on`` says so).
 
 A head with weak decay on weak features memorises (train ≫ test): the representation is weak.
-A head whose train score stays at chance did not fit, which report/markdown.py flags.
+A head whose train score stays near chance did not fit (held back, or the features separate
+nothing even on train), which report/markdown.py flags. Segmentation's numbers are at the
+training mask size (``train_mask_size``), the resolution its loss is taken at.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class HeadFit:
+    """A head's fit to its own train split, at the end of fitting (the fields above)."""
+
     loss: float
     score: float | None = None
     chance: float | None = None
-    constant_loss: float | None = None
+    constant_loss: float | None = None  # best constant head's loss (heads without a score)
     on: str | None = None  # what the numbers were measured on, when not all of train after fitting
 
     def details(self) -> dict[str, float | str]:

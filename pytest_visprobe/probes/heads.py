@@ -77,5 +77,5 @@ class HeadFitDetails(BaseModel):
     train_loss: float | None = None  # the data term of the minimised loss on all of train (no decay term)
     train_score: float | None = None  # this metric on the train split, same head
     train_chance: float | None = None  # this metric of the best constant guess on the train split
-    train_constant_loss: float | None = None  # a constant head's loss (heads without a train score)
+    train_constant_loss: float | None = None  # the best constant head's loss (heads without a train score)
     train_fit_on: str | None = None  # what the train_* numbers were measured on, when not all of train
