@@ -13,12 +13,15 @@ memory stays bounded by the batch, not the map set.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from pytest_visprobe.mapped import release
+
+if TYPE_CHECKING:
+    from pytest_visprobe.kernels.headfit import HeadFit
 
 CHUNK_BYTES = 64 << 20  # float32 bytes of map per chunk in the streaming passes
 
@@ -31,6 +34,7 @@ class ConvHead:
     scale: torch.Tensor  # [C]
     weight: torch.Tensor  # [K, C]
     bias: torch.Tensor  # [K]
+    fit: "HeadFit | None" = None  # how well it fits its train maps (kernels/headfit.py), set by its task
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
         """``[N, C, h, w]`` → logits ``[N, K, h, w]``."""

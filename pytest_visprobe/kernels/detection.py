@@ -14,7 +14,7 @@ kept per image (coco_matches.py) so their interval resamples test images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.kernels.dense import ConvHead, fit_conv_head, in_chunks
+from pytest_visprobe.kernels.headfit import HeadFit
 
 _PRIOR = 0.01  # initial heat-map probability (focal-loss bias init, as in RetinaNet/CenterNet)
 _GAUSS_ALPHA = 0.54
@@ -81,6 +82,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def fit_detection_head(maps: torch.Tensor, targets: CentreTargets, *, config, seed: int) -> ConvHead:
+    """The centre head; its ``fit`` holds the focal + L1 loss on all train maps (per object, as
+    the training loss; no train mAP) and, as ``constant_loss``, the lowest loss a constant head
+    (bias only, weight zero) reaches on the same targets (:func:`best_constant_loss`)."""
     n_classes = targets.heatmap.shape[1]
     bias = torch.zeros(n_classes + 4)
     bias[:n_classes] = -float(np.log((1 - _PRIOR) / _PRIOR))
@@ -92,8 +96,69 @@ def fit_detection_head(maps: torch.Tensor, targets: CentreTargets, *, config, se
         reg = F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum") / n_obj
         return heat + reg
 
-    return fit_conv_head(maps, n_classes + 4, loss, epochs=config.epochs, batch_size=config.batch_size,
+    head = fit_conv_head(maps, n_classes + 4, loss, epochs=config.epochs, batch_size=config.batch_size,
                          lr=config.lr, weight_decay=config.weight_decay, seed=seed, bias_init=bias)
+    return replace(head, fit=detection_fit(head, maps, targets))
+
+
+def summed_loss(out: torch.Tensor, targets: CentreTargets, rows) -> torch.Tensor:
+    """Focal heat-map loss plus L1 on offset and log size at centres, summed over ``rows`` (the
+    training loss times the batch's object count)."""
+    n_classes = targets.heatmap.shape[1]
+    where = targets.centres[rows][:, None].expand(-1, 4, -1, -1)
+    return (focal_loss(out[:, :n_classes], targets.heatmap[rows])
+            + F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum"))
+
+
+def detection_fit(head: ConvHead, maps: torch.Tensor, targets: CentreTargets) -> HeadFit:
+    """The training loss over all train maps (chunks summed, then divided by all objects), and
+    the best constant head's."""
+
+    def per_chunk(m: torch.Tensor, rows: slice) -> torch.Tensor:
+        return summed_loss(head(m), targets, rows).double().reshape(1)
+
+    n_obj = max(float(targets.n_objects.sum()), 1.0)
+    return HeadFit(loss=float(in_chunks(maps, per_chunk).sum()) / n_obj, constant_loss=best_constant_loss(targets))
+
+
+def best_constant_loss(targets: CentreTargets) -> float:
+    """The lowest training loss of a head that ignores its input (one logit per output channel).
+
+    Channels separate: a regression channel's L1 at centres is least at the targets' median; a
+    heat-map class's focal loss at constant probability p is ``−(1−p)²·log p · P − p²·log(1−p) · S``
+    with P its centres and S its ``Σ (1−y)⁴`` over the other cells, minimised over the logit
+    (L-BFGS, float64). The detection head's chance level for its loss."""
+    positives = torch.zeros(targets.heatmap.shape[1], dtype=torch.float64)
+    spread = torch.zeros_like(positives)
+    for start in range(0, targets.heatmap.shape[0], 64):  # bounded temporaries on large splits
+        y = targets.heatmap[start:start + 64].double()
+        positive = y.eq(1)
+        positives += positive.sum(dim=(0, 2, 3))
+        spread += torch.where(positive, torch.zeros_like(y), (1 - y) ** 4).sum(dim=(0, 2, 3))
+    logit = torch.full_like(positives, -float(np.log((1 - _PRIOR) / _PRIOR)), requires_grad=True)
+
+    def focal() -> torch.Tensor:
+        return -(positives * (1 - torch.sigmoid(logit)) ** 2 * F.logsigmoid(logit)
+                 + spread * torch.sigmoid(logit) ** 2 * F.logsigmoid(-logit)).sum()
+
+    optimizer = torch.optim.LBFGS([logit], lr=1.0, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = focal()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        heat = float(focal())
+    at_centres = targets.regression.permute(1, 0, 2, 3)[:, targets.centres].double()  # [4, objects]
+    l1 = 0.0
+    if at_centres.shape[1]:
+        l1 = float((at_centres - at_centres.median(dim=1, keepdim=True).values).abs().sum())
+    return (heat + l1) / max(float(targets.n_objects.sum()), 1.0)
 
 
 def decode_detections(out: torch.Tensor, *, n_classes: int, image_size: tuple[int, int],
@@ -231,6 +296,7 @@ def detection_probe(
     scores, units = coco_scores(preds, ground_truth(test_boxes, test_labels, crowd_boxes=test_crowd_boxes,
                                                     crowd_labels=test_crowd_labels))
     details = {"AP75": scores["map_75"], "feature_map_size": list(train_maps.shape[-2:]),
+               **(head.fit.details() if head.fit is not None else {}),
                "image_size": list(image_size), "max_detections": config.max_detections,
                "head": "centre heat-map + offset + log-size (linear 1x1 conv)",
                "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),

@@ -9,11 +9,14 @@ is exactly a per-attribute logistic regression.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from pytest_visprobe.kernels.headfit import HeadFit
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class LinearHead:
     weight: torch.Tensor  # [D, C]
     bias: torch.Tensor  # [C]
     weight_decay: float
+    fit: "HeadFit | None" = None  # how well it fits its train split (kernels/headfit.py)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / self.scale) @ self.weight + self.bias
@@ -120,7 +124,9 @@ def fit_probe(
     """Pick the weight decay on a seeded held-out part of train, then refit on all of train.
 
     ``score(logits, targets) -> float`` (higher is better) judges the held-out part. The sweep
-    runs from the strongest decay down, each fit warm-started from the previous one.
+    runs from the strongest decay down, each fit warm-started from the previous one. The head's
+    ``fit`` holds the final fit's data loss and ``score`` on all of train (chance: the majority
+    share for a classifier; left to the caller for multi-label targets).
     """
     mean, scale = standardizer(train_x)
     x = (train_x - mean) / scale
@@ -142,7 +148,17 @@ def fit_probe(
                 best, best_score = decay, value
     weight, bias = fit_linear(x, train_targets, n_outputs=n_outputs, weight_decay=best,
                               multilabel=multilabel, max_iter=max_iter)
-    return LinearHead(mean=mean, scale=scale, weight=weight, bias=bias, weight_decay=best)
+    return LinearHead(mean=mean, scale=scale, weight=weight, bias=bias, weight_decay=best,
+                      fit=_train_fit(x @ weight + bias, train_targets, score, multilabel))
+
+
+def _train_fit(logits: torch.Tensor, targets: torch.Tensor, score, multilabel: bool) -> "HeadFit":
+    from pytest_visprobe.kernels.headfit import HeadFit, classifier_fit, data_loss
+
+    if not multilabel:
+        return classifier_fit(logits, targets)
+    value = float(score(logits, targets))  # -inf: undefined (e.g. no positive in any column)
+    return HeadFit(loss=data_loss(logits, targets, multilabel=True), score=value if np.isfinite(value) else None)
 
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:

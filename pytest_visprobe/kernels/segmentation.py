@@ -7,6 +7,7 @@ multiclass Jaccard index, one confusion matrix over all test pixels, ADE20K-styl
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -15,12 +16,17 @@ import torch.nn.functional as F
 
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.kernels.dense import ConvHead, fit_conv_head, in_chunks
+from pytest_visprobe.kernels.headfit import HeadFit
 
 
 def fit_segmentation_head(
     maps: torch.Tensor, masks: np.ndarray, *, n_classes: int, config, seed: int
 ) -> ConvHead:
-    """Train on ``maps [N, C, h, w]`` against ``masks [N, H, W]`` (0 = background, c+1 = class c)."""
+    """Train on ``maps [N, C, h, w]`` against ``masks [N, H, W]`` (0 = background, c+1 = class c).
+
+    The head's ``fit``: pixel cross-entropy and mIoU on all train maps at the training mask size
+    (:func:`training_targets`), chance the probe's "background everywhere" rule on those masks.
+    """
     targets = torch.as_tensor(np.asarray(masks), dtype=torch.long)
     targets = training_targets(targets, config.train_mask_size)
     size = tuple(targets.shape[-2:])
@@ -28,8 +34,28 @@ def fit_segmentation_head(
     def loss(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(upsample(logits, size), targets[rows])
 
-    return fit_conv_head(maps, n_classes + 1, loss, epochs=config.epochs, batch_size=config.batch_size,
+    head = fit_conv_head(maps, n_classes + 1, loss, epochs=config.epochs, batch_size=config.batch_size,
                          lr=config.lr, weight_decay=config.weight_decay, seed=seed)
+    return replace(head, fit=segmentation_fit(head, maps, targets, n_classes + 1))
+
+
+def segmentation_fit(head: ConvHead, maps: torch.Tensor, targets: torch.Tensor, n_labels: int) -> HeadFit:
+    """Summed pixel cross-entropy and per-image IoU counts over train maps in chunks, pooled."""
+    size = tuple(targets.shape[-2:])
+
+    def per_image(m: torch.Tensor, rows: slice) -> torch.Tensor:
+        logits = upsample(head(m), size)
+        ce = F.cross_entropy(logits, targets[rows], reduction="none").flatten(1).sum(dim=1, dtype=torch.float64)
+        inter, union = per_image_counts(logits.argmax(dim=1), targets[rows], n_labels)
+        return torch.cat([ce[:, None], torch.as_tensor(inter, dtype=torch.float64),
+                          torch.as_tensor(union, dtype=torch.float64)], dim=1)
+
+    stats = in_chunks(maps, per_image).sum(dim=0).numpy()
+    inter, union = stats[1:1 + n_labels], stats[1 + n_labels:]
+    present = union > 0
+    background_share = float((targets == 0).float().mean())
+    return HeadFit(loss=float(stats[0] / targets.numel()), score=float((inter[present] / union[present]).mean()),
+                   chance=background_share / int(torch.unique(targets).numel()))
 
 
 def training_targets(masks: torch.Tensor, max_side: int) -> torch.Tensor:
@@ -104,6 +130,7 @@ def segmentation_probe(
         "mask_size": list(target.shape[-2:]),
         "chance": background_share / labels_in_truth,
         "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
+        **(head.fit.details() if head.fit is not None else {}),
     }
     from pytest_visprobe.report.units import UnitStats
 

@@ -10,7 +10,9 @@ scored on views of held-out source images. Three tasks, each with a linear and a
   members only, i.e. transformations it has never seen.
 
 A probe is a ``Classifier``: ``fit(train_x, train_y, n_classes) -> logits_fn``. All functions
-here are pure (features and integer labels in, ``Metric`` out).
+here are pure (features and integer labels in, ``Metric`` out). When ``logits_fn`` is a head's
+bound ``logits`` method and the head has a ``fit`` (kernels/headfit.py), its train loss and
+top-1 go into the details.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pytest_visprobe.errors import VisprobeError
 from pytest_visprobe.probes.heads import LinearProbeConfig, MLPProbeConfig
 from pytest_visprobe.probes.spec import Metric
 from pytest_visprobe.kernels.chance import majority_share
+from pytest_visprobe.kernels.headfit import HeadFit, classifier_fit
 from pytest_visprobe.kernels.linear import fit_probe, standardizer, top1
 
 #: ``fit(train_x, train_y, n_classes) -> logits_fn``: trains on features, returns a scorer.
@@ -76,6 +79,7 @@ class MLPHead:
     mean: torch.Tensor
     scale: torch.Tensor
     model: torch.nn.Sequential
+    fit: HeadFit | None = None  # cross-entropy (L2 term left out) and top-1 on all of train
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -113,7 +117,9 @@ def fit_mlp(x: torch.Tensor, y: torch.Tensor, *, n_classes: int, config: MLPProb
                 loss.backward()
                 optimizer.step()
     model.eval()
-    return MLPHead(mean=mean, scale=scale, model=model)
+    with torch.no_grad():
+        fit = classifier_fit(model(x), y)
+    return MLPHead(mean=mean, scale=scale, model=model, fit=fit)
 
 
 def mlp_classifier(config: MLPProbeConfig, seed: int) -> Classifier:
@@ -133,11 +139,11 @@ def fine_grained_probe(probe: str, fit: Classifier, train_x, train_y, test_x, te
     from pytest_visprobe.probes.examples import Examples
 
     n = len(task.names)
-    logits = fit(train_x, torch.as_tensor(np.asarray(train_y), dtype=torch.long), n)(test_x)
+    logits, head_fit = _fit_logits(fit, train_x, train_y, test_x, n)
     predicted = logits.argmax(dim=1).numpy()
     test_y = np.asarray(test_y, dtype=np.int64)
     correct = (predicted == test_y).astype(np.float64)
-    details = _details(correct, task.family_of[test_y], task.families, train_y, test_y, n)
+    details = _details(correct, task.family_of[test_y], task.families, train_y, test_y, n) | head_fit
     details["labels"] = list(task.names)
     details["label_families"] = [task.families[f] for f in task.family_of]
     details["confusion"] = _confusion(test_y, predicted, n)
@@ -152,9 +158,9 @@ def grouped_probe(probe: str, fit: Classifier, train_x, train_y, test_x, test_y,
     """Which family: top-1; per-family accuracy and the family confusion matrix."""
     n = len(task.families)
     train_f, test_f = task.family_of[np.asarray(train_y)], task.family_of[np.asarray(test_y)]
-    predicted = _fit_predict(fit, train_x, train_f, test_x, n)
+    predicted, head_fit = _fit_predict(fit, train_x, train_f, test_x, n)
     correct = (predicted == test_f).astype(np.float64)
-    details = _details(correct, test_f, task.families, train_f, test_f, n)
+    details = _details(correct, test_f, task.families, train_f, test_f, n) | head_fit
     details["confusion"] = _confusion(test_f, predicted, n)
     return Metric(probe, "grouped_top1", float(correct.mean()), details=details, per_sample=correct)
 
@@ -177,9 +183,9 @@ def generalization_probe(probe: str, fit: Classifier, train_x, train_y, test_x, 
         )
     n = len(task.families)
     train_f, test_f = task.family_of[train_y[keep_train]], task.family_of[test_y[keep_test]]
-    predicted = _fit_predict(fit, _rows(train_x, keep_train), train_f, _rows(test_x, keep_test), n)
+    predicted, head_fit = _fit_predict(fit, _rows(train_x, keep_train), train_f, _rows(test_x, keep_test), n)
     correct = (predicted == test_f).astype(np.float64)
-    details = _details(correct, test_f, task.families, train_f, test_f, n)
+    details = _details(correct, test_f, task.families, train_f, test_f, n) | head_fit
     details["held_out"] = list(task.held_out)
     details["per_transformation_top1"] = {
         task.names[c]: round(float(correct[test_y[keep_test] == c].mean()), 4)
@@ -203,9 +209,17 @@ def _rows(x: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
     return x[torch.as_tensor(np.flatnonzero(keep))]
 
 
-def _fit_predict(fit: Classifier, train_x, train_y, test_x, n_classes: int) -> np.ndarray:
+def _fit_logits(fit: Classifier, train_x, train_y, test_x, n_classes: int) -> tuple[torch.Tensor, dict]:
+    """Test logits, and the head's ``train_*`` details when it reports its fit."""
     logits_fn = fit(train_x, torch.as_tensor(np.asarray(train_y), dtype=torch.long), n_classes)
-    return logits_fn(test_x).argmax(dim=1).numpy()
+    head_fit = getattr(getattr(logits_fn, "__self__", None), "fit", None)
+    return logits_fn(test_x), (head_fit.details() if isinstance(head_fit, HeadFit) else {})
+
+
+def _fit_predict(fit: Classifier, train_x, train_y, test_x, n_classes: int) -> tuple[np.ndarray, dict]:
+    """Test predictions, and the head's ``train_*`` details when it reports its fit."""
+    logits, head_fit = _fit_logits(fit, train_x, train_y, test_x, n_classes)
+    return logits.argmax(dim=1).numpy(), head_fit
 
 
 def _confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> list[list[int]]:

@@ -9,11 +9,10 @@ labelled, as VAW's evaluator does; VAW's mean recall@15 is then reported in the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
-from pytest_visprobe.probes.heads import LinearProbeConfig
+from pytest_visprobe.probes.heads import HeadFitDetails, LinearProbeConfig
 from pytest_visprobe.probes.label import permuted_targets, selectivity
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
@@ -28,9 +27,7 @@ if TYPE_CHECKING:
 CHANCE_POSITIVE_RATE = "mean positive rate of the attributes present in test (the mAP of random scores)"
 
 
-class AttributeDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AttributeDetails(HeadFitDetails):
     weight_decay: float | None = None
     per_attribute_ap: dict[str, float | None] | None = None
     n_train: int | None = None
@@ -88,6 +85,7 @@ def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch
 
     if head is None:
         head = attribute_head(train_x, train_a, config=config, seed=seed, train_mask=train_mask)
+    train_fit = replace(head.fit, chance=positive_rate_chance(np.asarray(train_a), train_mask))
     logits = head.logits(test_x)
     scores = logits.numpy()
     known = None if test_mask is None else np.asarray(test_mask, dtype=bool)
@@ -96,24 +94,34 @@ def attribute_map(train_x: "torch.Tensor", train_a: "np.ndarray", test_x: "torch
     if resamples:
         interval = map_bootstrap_interval(np.asarray(test_a), scores, rng=seed_for(seed, "attribute_probe", "mAP"),
                                           resamples=resamples, labelled=known)
-    positives = np.asarray(test_a).astype(bool) if known is None else np.asarray(test_a).astype(bool) & known
-    counted = np.full(positives.shape[1], positives.shape[0]) if known is None else known.sum(axis=0)
-    rates = positives.sum(axis=0) / np.maximum(counted, 1)  # a column's chance AP: its positive rate where labelled
     details = AttributeDetails(
         weight_decay=head.weight_decay,
         per_attribute_ap={n: (None if np.isnan(ap) else round(float(ap), 4))
                           for n, ap in zip(attribute_names, per_attribute)},
         n_train=int(len(train_a)), n_test=int(len(test_a)),
-        labels_used="every entry (absent = negative)" if known is None else "explicit positives and negatives only")
+        labels_used="every entry (absent = negative)" if known is None else "explicit positives and negatives only",
+        **train_fit.details())
     if known is not None:
         recall = mean_recall_at_k(np.asarray(test_a), torch.sigmoid(logits).numpy(), known, k=15)
         details.mean_recall_at_15 = None if np.isnan(recall) else recall
-    return Metric(probe, "mAP", value, details=details, interval=interval, chance=float(rates[rates > 0].mean()))
+    return Metric(probe, "mAP", value, details=details, interval=interval, chance=positive_rate_chance(test_a, known))
+
+
+def positive_rate_chance(attributes: "np.ndarray", labelled: "np.ndarray | None") -> float:
+    """The mAP of random scores: each attribute's positive rate where labelled, averaged over the
+    attributes with a positive."""
+    import numpy as np
+
+    positives = np.asarray(attributes).astype(bool)
+    if labelled is not None:
+        labelled = np.asarray(labelled, dtype=bool)
+        positives = positives & labelled
+    counted = np.full(positives.shape[1], positives.shape[0]) if labelled is None else labelled.sum(axis=0)
+    rates = positives.sum(axis=0) / np.maximum(counted, 1)
+    return float(rates[rates > 0].mean())
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:
-    from dataclasses import replace
-
     from pytest_visprobe.kernels.ranking import mean_average_precision
     from pytest_visprobe.report.statistics import map_bootstrap_interval, seed_for
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
-
-from pytest_visprobe.probes.heads import LocalizationConfig
+from pytest_visprobe.probes.heads import HeadFitDetails, LocalizationConfig
 from pytest_visprobe.probes.segmentation import image_size, maps_of
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
@@ -19,9 +17,7 @@ if TYPE_CHECKING:
     from pytest_visprobe.runner.context import ProbeContext
 
 
-class DetectionDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DetectionDetails(HeadFitDetails):
     AP75: float
     feature_map_size: list[int]
     image_size: list[int]

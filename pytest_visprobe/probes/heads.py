@@ -1,4 +1,5 @@
-"""Settings of the trainable heads that several probes share (linear and MLP classifiers).
+"""Settings of the trainable heads that several probes share (linear and MLP classifiers), and
+the details fields every trained head reports about its fit.
 
 Each probe names the head settings it uses inside its own settings model, so two probes share a
 fitted head only when their head settings are equal.
@@ -65,3 +66,16 @@ class LocalizationConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     train_mask_size: int = Field(32, gt=0)  # segmentation loss at most this side; scored at full size
     max_detections: int = Field(20, gt=0)  # boxes kept per image (top heat-map peaks)
+
+
+class HeadFitDetails(BaseModel):
+    """What a trained head reports about its own training data (kernels/headfit.py), next to the
+    test metric: a details model of a probe with a trained head derives from this one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_loss: float | None = None  # the data term of the minimised loss on all of train (no decay term)
+    train_score: float | None = None  # this metric on the train split, same head
+    train_chance: float | None = None  # this metric of the best constant guess on the train split
+    train_constant_loss: float | None = None  # the best constant head's loss (heads without a train score)
+    train_fit_on: str | None = None  # what the train_* numbers were measured on, when not all of train

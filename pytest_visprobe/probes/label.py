@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from pytest_visprobe.probes.heads import LinearProbeConfig
+from pytest_visprobe.probes.heads import HeadFitDetails, LinearProbeConfig
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
 if TYPE_CHECKING:
@@ -29,9 +29,7 @@ CACHED_VIEWS = "cached features of the un-augmented training images"
 CLIP_VIEWS = (CACHED_VIEWS + " (open_clip: the study trains CLIP on its own preprocessing, without augmentation)")
 
 
-class LabelDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LabelDetails(HeadFitDetails):
     weight_decay: float | None = None  # chosen on a held-out part of train (None: the Adam recipe)
     recipe: str | None = None
     n_train: int | None = None
@@ -79,7 +77,8 @@ def score_label_head(head: "LinearHead", test_x: "torch.Tensor", test_y: "np.nda
 
     correct = (head.logits(test_x).argmax(dim=1) == torch.as_tensor(test_y, dtype=torch.long)).numpy()
     details = LabelDetails(weight_decay=head.weight_decay, recipe=recipe, n_train=int(n_train),
-                           n_test=int(len(test_y)), train_views=train_views)
+                           n_test=int(len(test_y)), train_views=train_views,
+                           **(head.fit.details() if head.fit is not None else {}))
     return Metric("label_probe", "top1", float(correct.mean()), details=details,
                   per_sample=correct.astype(np.uint8), chance=majority_share(test_y))
 

@@ -9,18 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
-from pytest_visprobe.probes.heads import LocalizationConfig
+from pytest_visprobe.probes.heads import HeadFitDetails, LocalizationConfig
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
 if TYPE_CHECKING:
     from pytest_visprobe.runner.context import ProbeContext
 
 
-class SegmentationDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SegmentationDetails(HeadFitDetails):
     per_class_iou: dict[str, float | None]
     pixel_accuracy: float
     feature_map_size: list[int]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pytest_visprobe.probes.heads import LinearProbeConfig, MLPProbeConfig
+from pytest_visprobe.probes.heads import HeadFitDetails, LinearProbeConfig, MLPProbeConfig
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
 if TYPE_CHECKING:
@@ -41,9 +41,7 @@ class TransformationMLPSettings(ViewSettings):
     mlp: MLPProbeConfig = MLPProbeConfig()
 
 
-class TransformationDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TransformationDetails(HeadFitDetails):
     per_family_top1: dict[str, float]
     majority: float  # the best constant guess: the largest class share in the test set
     n_train: int

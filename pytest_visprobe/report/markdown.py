@@ -1,6 +1,6 @@
 """The scorecard's Markdown and terminal views: one row per metric, one column per encoder,
-then the controls (chance, random-init floor, shuffled-label control), failing metrics, plots
-and encoders."""
+then the controls (chance, random-init floor, shuffled-label control), failing metrics, heads
+that did not fit their training data, plots and encoders."""
 
 from __future__ import annotations
 
@@ -110,6 +110,47 @@ def uncertainty_notes(card: Scorecard) -> list[str]:
     return [f"- {probe}.{metric}: {how}" for (probe, metric), how in sorted(seen.items())]
 
 
+#: share of the way from the constant guess to a perfect fit a head must cover on its own train split
+FIT_MARGIN = 0.1
+
+
+def did_not_fit(details: dict) -> str | None:
+    """Why a head did not fit its training data (its record's ``train_*`` details), or None.
+
+    Rule: on its own train split the head covers less than ``FIT_MARGIN`` (a tenth) of the way
+    from the best constant guess to a perfect fit — ``train_score < chance + 0.1·(1 − chance)``
+    for a score bounded by 1 (top-1, mAP, mIoU), and for a head reporting only a loss
+    (detection) ``train_loss > 0.9 · constant_loss`` (a perfect loss being 0). Why on train, not
+    test: a weak representation still lets a head memorise its training data (train ≫ test),
+    while a head that cannot even beat a constant there is either held back (decay too strong,
+    too few steps) or reads features that separate nothing even on the data it trained on; its
+    test number alone cannot say which. The margin keeps a head that gains a hair over chance
+    from passing for fitted; it is not tuned to any data.
+    """
+    loss, score, chance = details.get("train_loss"), details.get("train_score"), details.get("train_chance")
+    constant = details.get("train_constant_loss")
+    if score is not None and chance is not None and chance < 1.0:
+        if score < chance + FIT_MARGIN * (1.0 - chance):
+            text = f"train {score:.3f} vs chance {chance:.3f}"
+            return text + (f", train loss {loss:.3f}" if loss is not None else "")
+    elif score is None and loss is not None and constant is not None and constant > 0:
+        if loss > (1.0 - FIT_MARGIN) * constant:
+            return f"train loss {loss:.3f} vs {constant:.3f} of a constant head"
+    return None
+
+
+def unfit_heads(card: Scorecard) -> list[str]:
+    """One line per head that did not fit its training data (records sharing a head merged)."""
+    lines: dict[tuple, list[str]] = {}
+    for r in measured(card):
+        why = did_not_fit(r.details)
+        if why is not None:
+            key = (r.encoder, r.probe, r.dataset, why)
+            lines.setdefault(key, []).append(f"{r.metric} {r.value:.3f}")
+    return [f"- `{encoder}` {probe} on {dataset}: {why}; test {', '.join(tests)}"
+            for (encoder, probe, dataset, why), tests in lines.items()]
+
+
 def sheet_lines(sheets: Sequence[str]) -> list[str]:
     """One link per contact sheet, named by its probe · encoder · dataset."""
     return [f"- [{Path(name).stem.replace('-', ' · ')}]({name})" for name in sheets]
@@ -158,6 +199,12 @@ def to_markdown(card: Scorecard, sheets: Sequence[str] = ()) -> str:
                   "Each metric between chance, the same architecture re-initialised at random, the same "
                   "probe trained on permuted labels, and the encoder itself.", "",
                   tabulate(control_body, headers=control_headers, tablefmt="github", disable_numparse=True)]
+    unfit = unfit_heads(card)
+    if unfit:
+        notes += ["", "## Heads that did not fit their training data", "",
+                  f"On its own train split the head covers less than {FIT_MARGIN:.0%} of the way from the best "
+                  "constant guess to a perfect fit: it is held back (decay, steps) or the features separate "
+                  "nothing even on the data it trained on.", "", *unfit]
     intervals = uncertainty_notes(card)
     if intervals:
         notes += ["", "## Intervals", "", "How each metric's 95 % interval was made (the unit resampled), or why "
