@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=400, help="bootstrap resamples per paired test")
     parser.add_argument("--tolerance", type=float, default=0.02, help="the gate's --visprobe-tolerance")
     parser.add_argument("--encoder", help="only this encoder's records (default: all)")
+    parser.add_argument("--probe", action="append", help="only this probe's records (repeatable; default: all)")
     args = parser.parse_args(argv)
     card = load_scorecard(args.scorecard)
     lines = ["| metric | dataset | encoder | test (unit) | false alarms (nominal 5 %) | smallest drop seen, test "
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     unmeasured = []
     worst = 0.0
     for i, record in enumerate(r for r in card.sorted().records if r.control_of is None):
-        if args.encoder and record.encoder != args.encoder:
+        if (args.encoder and record.encoder != args.encoder) or (args.probe and record.probe not in args.probe):
             continue
         found = rows_of(record)
         if found is None:
