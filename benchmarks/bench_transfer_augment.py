@@ -27,15 +27,7 @@ from pytest_visprobe.augmented import fit_adam_probe_augmented
 from pytest_visprobe.datasets.base import ArrayImages
 from pytest_visprobe.encoders.base import ModuleEncoder
 
-
-def small_cnn() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 64, 5, stride=2, padding=2), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-    )
+from bench_features import small_cnn  # the same small CNN as the feature-extraction benchmark (this folder)
 
 
 def resnet18() -> nn.Module:
