@@ -86,8 +86,9 @@ def test_fewshot_and_clustering_reuse_the_cached_features(suite):
     (digits,) = card["datasets"]
     batches = sum(math.ceil(n / 64) for n in digits["splits"].values())
     assert features["computed"] == 2 and features["forward_passes"] == batches
-    # from memory: the label probe's control task (train, test), two few-shot tests (train, test), clustering
-    assert features["from_memory"] == 2 + 2 * 2 + 1
+    # from memory: the label probe's control task (train, test) and its contact sheet (test), two
+    # few-shot tests (train, test), clustering
+    assert features["from_memory"] == 2 + 1 + 2 * 2 + 1
 
 
 BROKEN_TEXT_MODEL = """

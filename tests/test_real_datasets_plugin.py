@@ -95,8 +95,9 @@ def test_profiles_declare_every_role_with_registered_datasets(name):
 def test_paper_profile_uses_the_studies_datasets():
     paper = get_profile("paper")
     study = {"cifar10", "cifar100", "mnist", "fashion_mnist", "svhn", "cub"}
-    for role in ("fewshot", "clustering", "similarity"):
+    for role in ("fewshot", "clustering"):
         assert set(paper.datasets[role]) == study
+    assert tuple(paper.datasets["similarity"]) == ("imagenet_val",)  # RSA on ImageNet-val, as the study
     assert set(paper.datasets["label"]) == study | {"vaw"}  # VAW's object names (Li et al.)
     assert paper.datasets["attributes"] == ("vaw",)
     assert paper.dataset_options["cub"]["image_size"] == 256  # resize 256 bicubic, centre-crop 256
