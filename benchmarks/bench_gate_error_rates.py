@@ -90,7 +90,7 @@ def test(statistic: str, base: dict, now: dict, higher: bool, rng: np.random.Gen
 
 
 def simulate(record: Record, statistic: str, arrays: dict, *, trials: int, resamples: int, tolerance: float,
-             seed: int, columns: str | None = None) -> dict:
+             seed: int, columns: str | None = None, power: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     higher = record.higher_is_better
     alarms = 0
@@ -99,7 +99,7 @@ def simulate(record: Record, statistic: str, arrays: dict, *, trials: int, resam
                        resamples, columns)
         alarms += p < ALPHA  # two-sided, as the nominal 5 % (the gate fails on the worse side only)
     found = {"test": None, "gate": None}
-    for share in FRACTIONS:
+    for share in FRACTIONS if power else ():
         drops, detected, gated = [], 0, 0
         for _ in range(max(20, trials // 4)):
             base = redraw(arrays, REPLACED, rng)
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.02, help="the gate's --visprobe-tolerance")
     parser.add_argument("--encoder", help="only this encoder's records (default: all)")
     parser.add_argument("--probe", action="append", help="only this probe's records (repeatable; default: all)")
+    parser.add_argument("--no-power", action="store_true", help="false-alarm rates only (more trials, same time)")
     args = parser.parse_args(argv)
     card = load_scorecard(args.scorecard)
     lines = ["| metric | dataset | encoder | test (unit) | false alarms (nominal 5 %) | smallest drop seen, test "
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         statistic, arrays, columns = found
         result = simulate(record, statistic, arrays, trials=args.trials, resamples=args.resamples,
-                          tolerance=args.tolerance, seed=i, columns=columns)
+                          tolerance=args.tolerance, seed=i, columns=columns, power=not args.no_power)
         worst = max(worst, result["false_alarm"])
         unit = record.units.unit if record.units else f"{record.samples.split} sample"
         unit += f" × {columns}" if columns else ""
