@@ -91,23 +91,21 @@ def fit_detection_head(maps: torch.Tensor, targets: CentreTargets, *, config, se
 
     def loss(out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         n_obj = targets.n_objects[rows].sum().clamp(min=1)
-        heat = focal_loss(out[:, :n_classes], targets.heatmap[rows]) / n_obj
-        where = targets.centres[rows][:, None].expand(-1, 4, -1, -1)
-        reg = F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum") / n_obj
-        return heat + reg
+        heat, reg = loss_terms(out, targets, rows)
+        return heat / n_obj + reg / n_obj
 
     head = fit_conv_head(maps, n_classes + 4, loss, epochs=config.epochs, batch_size=config.batch_size,
                          lr=config.lr, weight_decay=config.weight_decay, seed=seed, bias_init=bias)
     return replace(head, fit=detection_fit(head, maps, targets))
 
 
-def summed_loss(out: torch.Tensor, targets: CentreTargets, rows) -> torch.Tensor:
-    """Focal heat-map loss plus L1 on offset and log size at centres, summed over ``rows`` (the
-    training loss times the batch's object count)."""
+def loss_terms(out: torch.Tensor, targets: CentreTargets, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """Focal heat-map loss and L1 on offset and log size at centres, each summed over ``rows``;
+    the training loss is their sum over the batch's object count."""
     n_classes = targets.heatmap.shape[1]
     where = targets.centres[rows][:, None].expand(-1, 4, -1, -1)
-    return (focal_loss(out[:, :n_classes], targets.heatmap[rows])
-            + F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum"))
+    return (focal_loss(out[:, :n_classes], targets.heatmap[rows]),
+            F.l1_loss(out[:, n_classes:][where], targets.regression[rows][where], reduction="sum"))
 
 
 def detection_fit(head: ConvHead, maps: torch.Tensor, targets: CentreTargets) -> HeadFit:
@@ -115,7 +113,8 @@ def detection_fit(head: ConvHead, maps: torch.Tensor, targets: CentreTargets) ->
     the best constant head's."""
 
     def per_chunk(m: torch.Tensor, rows: slice) -> torch.Tensor:
-        return summed_loss(head(m), targets, rows).double().reshape(1)
+        heat, reg = loss_terms(head(m), targets, rows)
+        return (heat + reg).double().reshape(1)
 
     n_obj = max(float(targets.n_objects.sum()), 1.0)
     return HeadFit(loss=float(in_chunks(maps, per_chunk).sum()) / n_obj, constant_loss=best_constant_loss(targets))
