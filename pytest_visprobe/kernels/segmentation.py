@@ -53,9 +53,14 @@ def segmentation_fit(head: ConvHead, maps: torch.Tensor, targets: torch.Tensor, 
     stats = in_chunks(maps, per_image).sum(dim=0).numpy()
     inter, union = stats[1:1 + n_labels], stats[1 + n_labels:]
     present = union > 0
-    background_share = float((targets == 0).float().mean())
     return HeadFit(loss=float(stats[0] / targets.numel()), score=float((inter[present] / union[present]).mean()),
-                   chance=background_share / int(torch.unique(targets).numel()))
+                   chance=background_chance(targets))
+
+
+def background_chance(masks: torch.Tensor) -> float:
+    """The mIoU of predicting background everywhere: the background share on that label and 0 on
+    every other label present in the truth."""
+    return float((masks == 0).float().mean()) / int(torch.unique(masks).numel())
 
 
 def training_targets(masks: torch.Tensor, max_side: int) -> torch.Tensor:
@@ -119,16 +124,12 @@ def segmentation_probe(
     names = ["background", *class_names]
     iou = per_class_iou(pred, target, len(names))
     present = ~np.isnan(iou)
-    # chance: "background everywhere" scores the background share on that label and 0 on every
-    # other label present in the truth
-    background_share = float((target == 0).float().mean())
-    labels_in_truth = int(torch.unique(target).numel())
     details = {
         "per_class_iou": {n: (None if np.isnan(v) else round(float(v), 4)) for n, v in zip(names, iou)},
         "pixel_accuracy": float((pred == target).float().mean()),
         "feature_map_size": list(train_maps.shape[-2:]),
         "mask_size": list(target.shape[-2:]),
-        "chance": background_share / labels_in_truth,
+        "chance": background_chance(target),
         "n_train": int(train_maps.shape[0]), "n_test": int(test_maps.shape[0]),
         **(head.fit.details() if head.fit is not None else {}),
     }
