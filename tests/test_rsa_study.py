@@ -27,7 +27,6 @@ from pytest_visprobe.kernels.rsa import (
 )
 from pytest_visprobe.probes.similarity import (
     SimilarityConfig,
-    rdms_of,
     study_names,
     within_class_intervals,
 )
@@ -206,7 +205,8 @@ def test_intervals_equal_the_row_copying_bootstrap():
     members = [np.flatnonzero(y == c) for c in range(6)]
     for _ in range(50):
         rows = np.concatenate([replay.choice(m, m.size) for m in members])
-        draws.append(pick(correlation_matrix(rdms_of(features, y, 6, rows) | extra)[1]))
+        rdms = {name: welch_rdm(x[rows], y[rows], n_classes=6) for name, x in features.items()}
+        draws.append(pick(correlation_matrix(rdms | extra)[1]))
     want = np.stack(percentile_interval(draws, 0.95, axis=0), axis=-1)
     assert got.shape == (2, 2) and np.allclose(got, want, rtol=1e-10, atol=1e-12)
 

@@ -102,14 +102,11 @@ def encoder_features(ctx: "ProbeContext") -> tuple[dict[str, "np.ndarray"], "np.
             for encoder in ctx.encoders}, labels
 
 
-def rdms_of(features: dict[str, "np.ndarray"], labels: "np.ndarray", n_classes: int,
-            rows: "np.ndarray | None" = None) -> dict[str, "np.ndarray"]:
-    """Welch-t RDM of every encoder, on ``rows`` of the split (all rows by default)."""
+def rdms_of(features: dict[str, "np.ndarray"], labels: "np.ndarray", n_classes: int) -> dict[str, "np.ndarray"]:
+    """Welch-t RDM of every encoder over the split's rows."""
     from pytest_visprobe.kernels.rsa import welch_rdm
 
-    if rows is None:
-        return {name: welch_rdm(x, labels, n_classes=n_classes) for name, x in features.items()}
-    return {name: welch_rdm(x[rows], labels[rows], n_classes=n_classes) for name, x in features.items()}
+    return {name: welch_rdm(x, labels, n_classes=n_classes) for name, x in features.items()}
 
 
 def within_class_intervals(features, labels, n_classes: int, extra: dict[str, "np.ndarray"], pick, *,
@@ -118,7 +115,7 @@ def within_class_intervals(features, labels, n_classes: int, extra: dict[str, "n
     images are resampled within each class and every image RDM is recomputed; ``extra`` RDMs
     (the text side) stay fixed. Images, not the C(K, 2) RDM entries, are the independent units.
     Each draw's RDMs come from ``WelchResampler`` (one pass over the features per encoder),
-    equal to ``rdms_of(features, labels, n_classes, rows)`` of the drawn rows."""
+    equal to ``welch_rdm`` of each encoder's drawn rows."""
     import numpy as np
 
     from pytest_visprobe.kernels.rsa import WelchResampler, correlation_matrix
