@@ -69,7 +69,9 @@ def study_order(n: int, n_images: int, seed: int = STUDY_IMAGE_SEED) -> np.ndarr
 
 def is_clip(encoder: "Encoder") -> bool:
     """CLIP-family (open_clip) encoders, which the study prepared with CLIP's own transform."""
-    return str(getattr(encoder, "ref", "")).startswith("open_clip:")
+    from pytest_visprobe.encoders.kinds import encoder_kind
+
+    return encoder_kind(encoder) == "open_clip"
 
 
 def study_transform(clip: bool, crop: int | tuple[int, int] = STUDY_CROP, resize: int = STUDY_RESIZE):
