@@ -3,6 +3,7 @@ the libraries' own preprocessing and outputs (transformers' image processor, tor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,23 @@ def test_hf_encoder_matches_transformers(hf_dirs, kind: str, prefix: int, interp
         grid = ref.last_hidden_state[:, prefix:].reshape(3, 4, 4, 32).permute(0, 3, 1, 2)
         assert ref.last_hidden_state.shape[1] == prefix + 16
         torch.testing.assert_close(enc.feature_map(images), grid, atol=1e-5, rtol=1e-4)
+
+
+def test_hf_models_keep_their_own_layers_not_hub_kernels(hf_dirs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers >= 5.25 swaps layers for hub kernels when `kernels` is installed; a measurement
+    keeps the checkpoint's layers (same numbers everywhere, no hub access) unless the user chose."""
+    from pytest_visprobe.encoders.transformers_loading import loading_transformers
+
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    with loading_transformers():
+        assert os.environ["USE_HUB_KERNELS"] == "NO"
+    assert "USE_HUB_KERNELS" not in os.environ  # restored
+    monkeypatch.setenv("USE_HUB_KERNELS", "YES")
+    with loading_transformers():
+        assert os.environ["USE_HUB_KERNELS"] == "YES"  # the user's choice stands
+    monkeypatch.delenv("USE_HUB_KERNELS")
+    enc = load_encoder(parse_encoder_ref(f"hf:{hf_dirs['vit']}"))
+    assert getattr(enc.module, "use_kernels", False) is False  # the attribute exists from 5.x on
 
 
 def test_hf_embed_is_the_cls_token_without_pooler(tmp_path: Path) -> None:

