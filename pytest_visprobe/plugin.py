@@ -140,6 +140,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = session_of(metafunc.config)
     if wants_encoder:
         refs = session.encoder_refs
+        if refs and _per_layer(metafunc.definition):
+            try:
+                refs = [param for ref in refs for param in session.layer_params(ref)]
+            except VisprobeError as exc:  # --visprobe-layers names a layer an encoder lacks
+                raise pytest.UsageError(str(exc)) from None
         if refs:
             metafunc.parametrize("visprobe_encoder", refs, ids=[r.id for r in refs], indirect=True, scope="session")
         else:
@@ -152,6 +157,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             raise pytest.UsageError(str(exc)) from None
         metafunc.parametrize("visprobe_dataset", specs, ids=[dataset_id(s) for s in specs],
                              indirect=True, scope="session")
+
+
+def _per_layer(definition: Any) -> bool:
+    """Whether the test's probe runs on each ``--visprobe-layers`` layer too (``ProbeSpec.per_layer``)."""
+    probe = definition.get_closest_marker(PROBE_MARKER)
+    if not (probe and probe.args):
+        return False
+    from pytest_visprobe.probes.spec import get_probe
+
+    try:
+        return get_probe(probe.args[0]).per_layer
+    except KeyError:
+        return False  # _role_of reports the unknown probe
 
 
 def _role_of(definition: Any) -> str:
@@ -187,6 +205,7 @@ def _encoder_param(item: pytest.Item) -> str | None:
     """The ``--encoder`` id a test is parametrized with, or None (encoder-comparing tests have none)."""
     callspec = getattr(item, "callspec", None)
     ref = callspec.params.get("visprobe_encoder") if callspec is not None else None
+    ref = getattr(ref, "ref", ref)  # a layer goes to its encoder's worker: one forward pass for all layers
     return getattr(ref, "id", None)
 
 
@@ -204,8 +223,13 @@ def visprobe_session(request: pytest.FixtureRequest) -> "VisprobeSession":
 
 @pytest.fixture(scope="session")
 def visprobe_encoder(request: pytest.FixtureRequest, visprobe_session: "VisprobeSession"):
-    """The encoder under test (parametrized over ``--encoder``), loaded once per process."""
-    return visprobe_session.encoder(request.param)
+    """The encoder under test (parametrized over ``--encoder``, and for per-layer probes over the
+    ``--visprobe-layers`` layers of each), loaded once per process."""
+    param = request.param
+    layer = getattr(param, "layer", None)
+    if layer is not None:
+        return visprobe_session.layer_encoder(visprobe_session.encoder(param.ref), layer)
+    return visprobe_session.encoder(param)
 
 
 @pytest.fixture(scope="session")

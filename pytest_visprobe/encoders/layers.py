@@ -31,12 +31,8 @@ from torch import nn
 
 from pytest_visprobe.encoders.base import Encoder
 from pytest_visprobe.errors import ConfigError, EncoderOutputError
+from pytest_visprobe.runner.options import ALL, CLS_AVGPOOL, LAST, LAST4, layer_tokens
 
-LAST = "last"  # the encoder's own embedding: no view
-ALL = "all"
-LAST4 = "last4"
-CLS_AVGPOOL = "last4_cls_avgpool"  # DINOv2 linear evaluation
-KEYWORDS = (LAST, ALL, LAST4, CLS_AVGPOOL)
 SEPARATOR = "@"  # a view's name: <encoder>@<layer>
 _CONTAINERS = ("blocks", "stages", "layers", "resblocks", "features")
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -55,24 +51,6 @@ class LayerOutput(NamedTuple):
 
 
 # --------------------------------------------------------------------------- the option
-
-
-def layer_tokens(raw: str) -> list[str | int]:
-    """``--visprobe-layers`` as tokens: keywords, block indices (negative from the end) or module
-    names. Syntax only (no encoder needed); ``ValueError`` says what is accepted."""
-    tokens: list[str | int] = []
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            raise ValueError(f"empty item in {raw!r}; give comma-separated items without gaps")
-        if re.fullmatch(r"[+-]?\d+", part):
-            tokens.append(int(part))
-        elif part in KEYWORDS or re.fullmatch(r"[A-Za-z_][\w]*(\.[\w]+)*", part):
-            tokens.append(part)
-        else:
-            raise ValueError(f"{part!r} is neither {', '.join(KEYWORDS)}, a block index (e.g. -1) nor a "
-                             f"module name (e.g. stages.2)")
-    return tokens
 
 
 def resolve_layers(encoder: Encoder, raw: str) -> list[str]:

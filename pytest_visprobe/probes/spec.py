@@ -115,6 +115,8 @@ class ProbeSpec:
     targets: tuple[str, ...] = ()  # dataset targets it needs (its tests skip otherwise)
     needs_feature_map: bool = False
     compares_encoders: bool = False  # run sees every --encoder (ctx.encoders) and returns each one's metrics
+    #: reads only pooled embeddings, so it also runs on each layer --visprobe-layers names (ENCODER@LAYER)
+    per_layer: bool = False
     #: ``"module:function"`` (or the function) drawing this probe's records: ``(card, dir) -> [Path]``
     plot: str | Callable[..., Any] | None = None
     version: int = 1  # bump when the probe's numbers change meaning

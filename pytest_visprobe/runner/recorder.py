@@ -146,7 +146,11 @@ class Recorder:
         __tracebackhide__ = True
         self._note(encoder, dataset)
         control_of = getattr(encoder, "control_of", None)
-        thresholds = self._session.thresholds_near(self._item.path.parent) if control_of is None else None
+        layer = getattr(encoder, "layer", None)
+        # a layer's record is compared with the same layer's baseline, but not held to the thresholds
+        # written for the encoder's embedding (early layers are meant to score lower)
+        gated = control_of is None and layer is None
+        thresholds = self._session.thresholds_near(self._item.path.parent) if gated else None
         failures: list[str] = []
         for metric in metrics:
             spec = metric.spec
@@ -178,7 +182,7 @@ class Recorder:
                 comparison=verdict.comparison, control_of=control_of, chance=metric.chance,
                 settings_hash=probe_info.settings_hash, probe_version=probe_info.version,
                 data_key=metric.data_key, units=units,
-                uncertainty=metric.uncertainty if interval is None else None,
+                uncertainty=metric.uncertainty if interval is None else None, layer=layer,
             )
             self._payload["records"].append(record.model_dump(mode="json"))
             if control_of is None:
@@ -209,7 +213,7 @@ class Recorder:
             return other_data
         assert session.baseline is not None
         found = comparability.check(baseline, session.baseline.probes.get(metric.probe), probe_info,
-                                    metric.data_key)
+                                    metric.data_key, layer=getattr(encoder, "layer", None))
         if found.warning:
             warnings.warn(BaselineUncheckedWarning(f"{encoder.name} · {metric.probe} on {dataset.name}: "
                                                    f"{found.warning}"), stacklevel=2)
