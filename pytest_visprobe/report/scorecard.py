@@ -149,6 +149,8 @@ class EncoderInfo(BaseModel):
     input_size: list[int] | None = None
     parameters: int = 0
     has_feature_map: bool = False
+    layer_of: str | None = None  # a layer view (--visprobe-layers): the encoder it reads a layer of
+    layer_depth: int | None = None  # its position in that encoder's layers() (None: not one of them)
 
 
 class DatasetInfo(BaseModel):

@@ -314,7 +314,7 @@ class Recorder:
             self._payload["encoders"][encoder.name] = EncoderInfo(
                 name=encoder.name, ref=getattr(encoder, "ref", encoder.name), fingerprint=encoder.fingerprint(),
                 input_size=size, parameters=sum(p.numel() for p in encoder.parameters()),
-                has_feature_map=encoder.has_feature_map,
+                has_feature_map=encoder.has_feature_map, **_layer_info(encoder),
             ).model_dump(mode="json")
         if dataset.name not in self._payload["datasets"]:
             self._payload["datasets"][dataset.name] = DatasetInfo(
@@ -323,3 +323,13 @@ class Recorder:
                 targets=sorted(dataset.targets),
             ).model_dump(mode="json")
 
+
+
+def _layer_info(encoder: "Encoder") -> dict[str, Any]:
+    """A layer view's source and depth, for the scorecard's per-layer table and depth plot."""
+    source = getattr(encoder, "source", None)
+    if getattr(encoder, "layer_of", None) is None or source is None:
+        return {}
+    layers = list(source.layers())
+    return {"layer_of": encoder.layer_of,
+            "layer_depth": layers.index(encoder.layer) if encoder.layer in layers else None}
