@@ -96,6 +96,7 @@ def session_of(config: pytest.Config) -> "VisprobeSession":
         session = VisprobeSession.from_options(config.stash[_SETTINGS_KEY], config.rootpath, worker, hook=config.hook)
         _validate_threshold_files(session, config)
         _validate_text_model(session)
+        _validate_layers(session)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.progress = Progress(config)
@@ -130,6 +131,23 @@ def _validate_text_model(session: "VisprobeSession") -> None:
         check_text_model(session.run.text_model)
     except ValueError as exc:
         raise ConfigError(f"--visprobe-text-model: {str(exc).rstrip('.')}.") from None
+
+
+def _validate_layers(session: "VisprobeSession") -> None:
+    """``--visprobe-layers`` naming a layer an encoder lacks stops the run before any work, listing
+    the encoder's layers (this loads the encoders, only when the option is given)."""
+    from pytest_visprobe.runner.options import LAST
+
+    if session.run.layers == LAST:
+        return
+    for ref in session.encoder_refs:
+        try:
+            session.layer_params(ref)
+        except ConfigError:
+            raise
+        except VisprobeError as exc:
+            raise ConfigError(f"--visprobe-layers={session.run.layers} reads each encoder's layers at start-up, "
+                              f"and {ref.raw} could not be loaded: {exc}") from None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
