@@ -211,12 +211,38 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return not (item.path.name == PREFLIGHT_FILE and "visprobe_encoder" in getattr(item, "fixturenames", ()))
 
     items.sort(key=later)
+    _deselect_layer_tests(config, items)
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:  # under `pytest -n N --dist loadgroup`, one worker extracts each encoder's features
         encoder = _encoder_param(item)
         if encoder is not None:
             item.add_marker(pytest.mark.xdist_group(f"visprobe-{encoder}"))
+
+
+def _deselect_layer_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --visprobe-layers, tests of probes that compare layers (``ProbeSpec.layers_only``) are
+    deselected, not skipped: the run and its scorecard are as if they did not exist."""
+    from pytest_visprobe.runner.options import LAST
+
+    if config.stash[_SETTINGS_KEY].layers != LAST:
+        return
+    dropped = [item for item in items if _layers_only(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
+def _layers_only(item: pytest.Item) -> bool:
+    probe = item.get_closest_marker(PROBE_MARKER)
+    if not (probe and probe.args):
+        return False
+    from pytest_visprobe.probes.spec import get_probe
+
+    try:
+        return get_probe(probe.args[0]).layers_only
+    except KeyError:
+        return False
 
 
 def _encoder_param(item: pytest.Item) -> str | None:

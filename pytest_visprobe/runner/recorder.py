@@ -64,6 +64,14 @@ class Recorder:
         self._note(encoder, dataset)
         return self._session.store.get(encoder, dataset, split, view)
 
+    def layer_views(self, encoder: "Encoder") -> list["Encoder"]:
+        """The ``--visprobe-layers`` views of ``encoder`` (none without the option)."""
+        from pytest_visprobe.runner.options import LAST
+
+        if self._session.run.layers == LAST:
+            return []
+        return list(self._session.layer_group(encoder).views)
+
     def progress(self, desc: str, total: int, items: int) -> Any:
         """A context yielding ``tick()``, once per step of ``total`` (``items`` images in all), for a
         long step that is not a feature pass (runner/progress.py); silent without a progress display."""
