@@ -102,11 +102,34 @@ def test_plain_module_layers_are_its_conv_relu_runs():
         torch.testing.assert_close(view.embed(images), got[view.layer])
 
 
+@torch.no_grad()
+def test_open_clip_vit_layers_are_class_tokens_after_ln_post():
+    transformer = pytest.importorskip("open_clip.transformer")
+    torch.manual_seed(0)
+    visual = transformer.VisionTransformer(image_size=32, patch_size=8, width=32, layers=3, heads=2, mlp_ratio=2.0,
+                                           output_dim=16).eval()
+    encoder = ModuleEncoder(visual, name="clip", input_size=(32, 32))
+    assert encoder.layers() == ["transformer.resblocks.0", "transformer.resblocks.1", "transformer.resblocks.2"]
+    images = torch.rand(2, 3, 32, 32)
+    got = encoder.embed_layers(images, ["transformer.resblocks.1"])
+    x = encoder.preprocess(images)
+    tokens = _hooked(visual, "transformer.resblocks.1", lambda: visual(x))
+    if not getattr(visual.transformer, "batch_first", True):
+        tokens = tokens.permute(1, 0, 2)
+    torch.testing.assert_close(got["transformer.resblocks.1"], visual.ln_post(tokens)[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
 def test_default_layers_of_norm_blocks_and_named_stages():
+    torch.manual_seed(0)
     trained_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3),
-                                 nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                                 nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     encoder = ModuleEncoder(trained_like, name="seq")
     assert encoder.layers() == ["2", "7"]  # a norm layer does not start a block; the pooling ends the last
+    images = torch.rand(3, 3, 16, 16)
+    got = encoder.embed_layers(images, ["2", "7"])
+    torch.testing.assert_close(got["2"], trained_like[:3](images).mean(dim=(2, 3)))
+    torch.testing.assert_close(got["7"], trained_like(images))
     staged = nn.Sequential()
     staged.add_module("stem", nn.Conv2d(3, 4, 3))
     staged.add_module("stages", nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)))

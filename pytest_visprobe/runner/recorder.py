@@ -129,7 +129,8 @@ class Recorder:
         import warnings
 
         examples = next((m.examples for m in metrics if m.examples is not None), None)
-        if examples is None or ctx.is_control or self._session.run.no_sheets:
+        if examples is None or ctx.is_control or getattr(ctx.encoder, "layer", None) is not None \
+                or self._session.run.no_sheets:  # controls and layers: numbers only, one sheet per encoder
             return
         parts = (ctx.probe, ctx.encoder.name, ctx.dataset.name)
         name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part)[:60] for part in parts) + ".png"
