@@ -76,6 +76,9 @@ def test_all_layers_rows_plot_and_cache(suite):
     first = card["provenance"]["features"]
     # train and test of digits: the embedding's pass, and one pass for all three layers
     assert first["computed"] == 2 * (1 + 3)
+    digits = load_dataset("digits", seed=0, limit=150, image_size=32)
+    batches = sum(-(-len(digits.split(split)) // 64) for split in ("train", "test"))  # the quick profile's 64
+    assert first["forward_passes"] == 2 * batches
 
     again = suite.run(*args)
     again.assert_outcomes(passed=5)
