@@ -165,6 +165,7 @@ class Provenance(BaseModel):
     baseline: str | None = None
     tolerance: float | None = None
     threshold_on: str = "value"  # --visprobe-threshold-on: the point value or the interval's bound
+    map_dtype: str | None = None  # --visprobe-map-dtype: how feature maps were cached (None: before it was recorded)
 
 
 class ProbeInfo(BaseModel):

@@ -162,6 +162,7 @@ class Reporter:
             baseline=str(options.baseline) if options.baseline else None,
             tolerance=self.session.tolerance if options.baseline else None,
             threshold_on=options.threshold_on,
+            map_dtype=options.map_dtype,
         )
         return Scorecard(provenance=provenance, probes=dict(sorted(got.probes.items())),
                          encoders=list(got.encoders.values()),
