@@ -7,7 +7,9 @@ bootstrap) or per-sample 0/1 outcomes (McNemar), simulates pairs of runs from it
 
 - **Null** (nothing changed): both runs are the stored rows with 10 % of the rows replaced by
   rows drawn from the same record (independently per run), so the two runs differ unit by unit
-  but come from the same population. The share of trials the test calls significant (either
+  but come from the same population. A pooled ratio's donor has the same denominator (a source
+  image keeps its number of views in every comparable run: the view assignment is part of the
+  comparability key). The share of trials the test calls significant (either
   side) is the false-alarm rate; the target is at most 1.5 × the nominal 5 %. The gate fails
   only on the worse side, so its own false alarms are about half of that.
 - **Power**: the second run also loses a fraction of its units (a 0/1 outcome turned wrong, an
@@ -48,7 +50,11 @@ def redraw(arrays: dict[str, np.ndarray], share: float, rng: np.random.Generator
     n = len(next(iter(arrays.values())))
     out = {k: a.copy() for k, a in arrays.items()}
     rows = np.flatnonzero(rng.random(n) < share)
-    donors = rng.integers(0, n, rows.size)
+    if "denominator" in arrays:  # the donor of a pooled ratio holds as many items as the row it replaces
+        weight = arrays["denominator"]
+        donors = np.array([rng.choice(np.flatnonzero(weight == weight[r])) for r in rows], dtype=np.int64)
+    else:
+        donors = rng.integers(0, n, rows.size)
     for k in out:
         out[k][rows] = arrays[k][donors]
     return out
@@ -76,7 +82,8 @@ def degrade(statistic: str, arrays: dict[str, np.ndarray], share: float, higher:
 
 def test(statistic: str, base: dict, now: dict, higher: bool, rng: np.random.Generator,
          resamples: int, columns: str | None = None) -> tuple[float, float]:
-    """(drop, p) of the gate's paired test."""
+    """(drop, p) of the gate's paired test (units.paired_bootstrap: its p is the sign-flip test's
+    for additive statistics, the bootstrap's otherwise)."""
     if statistic == "mcnemar":
         b, c = base["value"].astype(bool), now["value"].astype(bool)
         if not higher:
@@ -148,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         worst = max(worst, result["false_alarm"])
         unit = record.units.unit if record.units else f"{record.samples.split} sample"
         unit += f" × {columns}" if columns else ""
-        name = "McNemar" if statistic == "mcnemar" else "paired bootstrap"
+        name = {"mcnemar": "McNemar"}.get(statistic, "paired bootstrap")
+        if statistic in ("mean", "ratio") and columns is None:
+            name = "paired sign-flip"
         fmt = lambda v: "> tested range" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {record.probe}.{record.metric} | {record.dataset} | {record.encoder} | {name} ({unit}) | "
                      f"{100 * result['false_alarm']:.1f} % | {fmt(result['test'])} | {fmt(result['gate'])} |")

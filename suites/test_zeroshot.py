@@ -1,6 +1,7 @@
 """Zero-shot classification and image-text retrieval, for encoders with a text tower (CLIP).
 
-An ``--encoder=open_clip:ARCH/WEIGHTS`` reads text with its own text tower and tokenizer; any
+An ``--encoder=open_clip:ARCH/WEIGHTS`` or ``--encoder=hf:DIR`` of a CLIP or SigLIP reads text
+with its own text tower and tokenizer; any
 Encoder implementing ``encode_text(texts)`` in the space of ``embed`` does too. Other encoders
 skip these tests, saying so.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -24,6 +25,12 @@ import skimage.data  # noqa: F401,E402
 import tabulate  # noqa: F401,E402
 import torch  # noqa: F401,E402
 import torch._dynamo  # noqa: F401,E402  (pulls in triton on CUDA builds; its extension aborts on re-import)
+
+# transformers >= 5.25 swaps layers for hub kernels when the `kernels` package is installed; the
+# plugin loads models with their own layers (encoders/transformers_loading.py), and the tests'
+# reference computations, which call transformers directly, must do the same. (Kernelizing also
+# breaks under pytester's module snapshots: two copies of kernels' Mode enum end up compared.)
+os.environ.setdefault("USE_HUB_KERNELS", "NO")
 
 REPO = Path(__file__).resolve().parents[1]
 

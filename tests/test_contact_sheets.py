@@ -61,6 +61,11 @@ def test_every_sheet_probe_draws_a_sheet_linked_from_the_markdown(suite):
     assert "## What the probes saw" in markdown
     assert "sheets" not in suite.scorecard()  # the JSON holds no images, nor their names
 
+    # a later run into the same folder keeps only its own sheets: no stale image beside the Markdown
+    suite.run(f"{ENCODER_OPTION}=conv.py", TESTS[0], "--visprobe-profile=fast.toml", limit=None).assert_outcomes(passed=1)
+    [kept] = {r["probe"] for r in suite.scorecard()["records"]}
+    assert sorted(p.name for p in (report / "sheets").glob("*.png")) == [f"{kept}-conv-shapes.png"]
+
     suite.run(f"{ENCODER_OPTION}=conv.py", TESTS[0], "--visprobe-profile=fast.toml", NO_SHEETS_OPTION,
               "--visprobe-report=off", limit=None).assert_outcomes(passed=1)
     assert not (suite.pytester.path / "off" / "sheets").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binom
+from scipy.stats import binom, permutation_test
 from torch import nn
 
 from pytest_visprobe.report.gate import evaluate
@@ -220,10 +220,10 @@ def _units_record(values: np.ndarray, sources: np.ndarray) -> tuple[Metric, "Uni
     return Metric("transformation_linear", "grouped_top1", float(values.mean()), units=stats), stored
 
 
-def test_clustered_views_are_compared_by_a_paired_bootstrap_over_sources() -> None:
+def test_clustered_views_are_compared_by_a_paired_test_over_sources() -> None:
     """Views of one source share its outcome: a drop McNemar would call significant on 3 × 40
-    views is noise over 40 sources (the paired bootstrap's interval of the drop includes 0), and
-    a larger drop is caught."""
+    views is noise over 40 sources (the paired bootstrap's interval of the drop includes 0, the
+    sign-flip test over sources is not significant), and a larger drop is caught."""
     rng = np.random.default_rng(0)
     sources = np.repeat(np.arange(40), 3)
     base = np.repeat(rng.random(40) < 0.7, 3).astype(float)
@@ -238,14 +238,43 @@ def test_clustered_views_are_compared_by_a_paired_bootstrap_over_sources() -> No
     common = dict(encoder="e", dataset="photos", threshold=None, baseline=baseline, baseline_source="b",
                   tolerance=0.0, seed=0, resamples=500)
     verdict = evaluate(metric, units=now_units, **common)
-    assert verdict.comparison.method == "paired_bootstrap" and verdict.comparison.unit == "source image"
+    assert verdict.comparison.method == "paired_sign_flip" and verdict.comparison.unit == "source image"
     assert verdict.passed and verdict.comparison.drop_low <= 0 <= verdict.comparison.drop_high
+    b, n = base.reshape(40, 3).sum(1), noisy.reshape(40, 3).sum(1)
+    changed = b != n  # sources whose outcome did not change add nothing to any sign pattern
+    exact = permutation_test((b[changed], n[changed]), lambda x, y, axis: np.sum(x - y, axis=axis),
+                             permutation_type="samples", n_resamples=np.inf, vectorized=True).pvalue
+    assert verdict.comparison.p_value == pytest.approx(exact)
     worse = base.copy()
     worse[np.isin(sources, np.flatnonzero(base[::3])[:12])] = 0.0  # 12 sources newly wrong
     metric, now_units = _units_record(worse, sources)
     verdict = evaluate(metric, units=now_units, **common)
     assert not verdict.passed and verdict.comparison.p_value < 0.05
-    assert "paired bootstrap over source images" in verdict.failures[0]
+    assert "paired over source images" in verdict.failures[0] and "sign-flip test p =" in verdict.failures[0]
+
+
+def test_a_paired_test_that_cannot_reach_significance_says_so_in_the_scorecard() -> None:
+    """Five source images: the exact sign-flip test's smallest p is 2 / 2**5 = 0.0625, so even
+    all five turning wrong is not significant. The verdict stays honest (noise could explain it)
+    and the comparison's note, listed in the Markdown, says the metric is not gateable so."""
+    from pytest_visprobe.report.markdown import to_markdown
+    from pytest_visprobe.report.scorecard import Scorecard
+
+    sources = np.repeat(np.arange(5), 3)
+    base = np.ones(15)
+    metric, now_units = _units_record(np.zeros(15), sources)
+    base_metric, base_units = _units_record(base, sources)
+    baseline = Record(encoder="e", probe="transformation_linear", dataset="photos", metric="grouped_top1",
+                      value=base_metric.value, higher_is_better=True, passed=True, nodeid="t", units=base_units)
+    verdict = evaluate(metric, units=now_units, encoder="e", dataset="photos", threshold=None, baseline=baseline,
+                       baseline_source="b", tolerance=0.0, seed=0, resamples=200)
+    c = verdict.comparison
+    assert c.method == "paired_sign_flip" and c.p_value == pytest.approx(2 / 32) and verdict.passed
+    assert c.note.startswith("only 5 source images: no sign pattern of so few gives p < 0.05")
+    record = baseline.model_copy(update={"value": 0.0, "baseline": 1.0, "comparison": c})
+    md = to_markdown(Scorecard(provenance=_provenance(), records=[record]))
+    assert "## Comparisons with a caveat" in md
+    assert "- transformation_linear.grouped_top1 on photos (`e`): only 5 source images" in md
 
 
 def test_fewshot_outcomes_pair_over_images_and_support_sets_and_an_old_row_only_baseline_falls_back() -> None:

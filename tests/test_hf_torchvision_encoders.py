@@ -124,6 +124,96 @@ def test_hf_missing_model_names_the_offline_fix(monkeypatch: pytest.MonkeyPatch,
         load_encoder(parse_encoder_ref(f"hf:{tmp_path / 'empty'}"))
 
 
+def _clip_tokenizer(directory: Path):
+    """A real CLIP tokenizer, offline: CLIP's BPE vocabulary as open_clip ships it, in the files
+    transformers' CLIPTokenizer reads (ids equal open_clip's tokenizer's)."""
+    import json
+
+    import transformers
+    from open_clip.tokenizer import SimpleTokenizer
+
+    bpe = SimpleTokenizer()
+    vocab = {{"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}.get(t, t): i
+             for t, i in bpe.encoder.items()}
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    return transformers.CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+
+
+@pytest.fixture(scope="module")
+def hf_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight CLIPModel saved with its image processor and tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("open_clip")
+    root = tmp_path_factory.mktemp("hf-clip")
+    torch.manual_seed(2)
+    towers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = transformers.CLIPConfig(text_config=dict(**towers, vocab_size=49408, max_position_embeddings=77),
+                                     vision_config=dict(**towers, image_size=32, patch_size=8), projection_dim=16)
+    transformers.CLIPModel(config).save_pretrained(root / "clip")
+    transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                    image_mean=MEAN, image_std=STD).save_pretrained(root / "clip")
+    _clip_tokenizer(root / "clip").save_pretrained(root / "clip")
+    return root / "clip"
+
+
+def test_hf_clip_embeds_in_the_joint_space_and_reads_text(hf_clip: Path) -> None:
+    """embed = CLIP's get_image_features (projected), encode_text = get_text_features of the
+    tokenized texts, feature_map = the vision tower's patch tokens; the text tower stays out of
+    the fingerprint, and a zero-shot probe runs on it."""
+    import transformers
+    from open_clip import get_tokenizer
+
+    enc = load_encoder(parse_encoder_ref(f"hf:{hf_clip}"))
+    assert enc.has_text_tower and enc.config()["projected"]
+    reference = transformers.CLIPModel.from_pretrained(hf_clip).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_clip)
+    pixels = np.random.default_rng(3).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    inputs = transformers.CLIPImageProcessor.from_pretrained(hf_clip)(list(pixels), return_tensors="pt")
+    texts = ["a photo of a circle.", "a large red square on grey"]
+    ids = tokenizer(texts, padding=True, return_tensors="pt")
+    assert ids["input_ids"][0, :8].tolist() == get_tokenizer("ViT-B-32")(texts)[0, :8].tolist()  # CLIP's BPE ids
+    with torch.no_grad():
+        image = reference.get_image_features(**inputs)
+        text = reference.get_text_features(**ids)
+        image, text = (t if isinstance(t, torch.Tensor) else t.pooler_output for t in (image, text))
+        torch.testing.assert_close(enc.embed(images), image, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(enc.encode_text(texts), text, atol=1e-5, rtol=1e-4)
+        tokens = reference.vision_model(**inputs).last_hidden_state[:, 1:]
+        torch.testing.assert_close(enc.feature_map(images), tokens.reshape(3, 4, 4, 32).permute(0, 3, 1, 2),
+                                   atol=1e-5, rtol=1e-4)
+    # the text tower is not hashed: only the image tower and its projection key the cached features
+    state = enc.state_dict()
+    assert any(k.startswith("projection.") for k in state) and not any("text_model" in k for k in state)
+
+
+
+def test_hf_clip_runs_the_zeroshot_and_retrieval_suite(hf_clip: Path, suite) -> None:
+    """The user's path: --encoder=hf:DIR of a CLIP runs the text-tower probes instead of skipping."""
+    result = suite.run(f"--encoder=hf:{hf_clip}", "suites/test_zeroshot.py", limit=30)
+    result.assert_outcomes(passed=3)  # zero-shot on the two label datasets, retrieval on captioned shapes
+    probes = {r["probe"] for r in suite.scorecard()["records"]}
+    assert probes == {"zeroshot", "retrieval"}
+
+
+def test_hf_clip_without_a_tokenizer_says_how_to_add_one(hf_clip: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pytest_visprobe.errors import TextTowerUnavailable
+
+    shutil.copytree(hf_clip, tmp_path / "clip")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (tmp_path / "clip" / name).unlink(missing_ok=True)
+    enc = load_encoder(parse_encoder_ref(f"hf:{tmp_path / 'clip'}"))  # images need no tokenizer
+    assert enc.embed(torch.rand(1, 3, 32, 32)).shape == (1, 16)
+    # transformers 4 raises on the missing files; 5 builds an empty vocabulary, which is refused
+    with pytest.raises(TextTowerUnavailable, match=r"could not load the tokenizer.*(Error|it found \d+ tokens for a "
+                                                   r"text tower of 49408).*save_pretrained\(DIR\)"):
+        enc.encode_text(["a cat"])
+
+
 # ----------------------------------------------------------------------------- torchvision
 
 

@@ -116,3 +116,26 @@ def test_unknown_role_or_missing_coco_file_is_a_usage_error(suite):
     result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{DATASET_OPTION}=coco:nowhere:ann.json", "suites/")
     assert result.ret == 4
     result.stderr.fnmatch_lines(["*coco:nowhere:ann.json: images folder not found*"])
+
+
+def test_a_baseline_with_maps_of_another_dtype_is_not_compared_and_the_run_records_its_maps(suite):
+    """float16 maps may move dense-probe numbers: the dense probes record the map dtype in their
+    settings (only when it is not the default, so default baselines stay comparable), and the
+    provenance says how maps were cached."""
+    import json
+
+    from pytest_visprobe.runner.options import BASELINE_OPTION, BLESS_OPTION
+
+    seg = ["suites/test_localization.py::test_semantic_segmentation"]
+    suite.run(f"{ENCODER_OPTION}=conv.py", f"{BASELINE_OPTION}=accepted.json", BLESS_OPTION, *seg,
+              limit=24).assert_outcomes(passed=1)
+    accepted = json.loads((suite.pytester.path / "accepted.json").read_text())
+    assert accepted["provenance"]["map_dtype"] == "float32"
+    assert "feature_maps" not in accepted["probes"]["segmentation_probe"]["settings"]
+    result = suite.run(f"{ENCODER_OPTION}=conv.py", f"{BASELINE_OPTION}=accepted.json", "--visprobe-map-dtype=float16",
+                       *seg, limit=24)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*not comparable with this run: segmentation_probe.feature_maps: (unset) → float16.*"])
+    card = suite.scorecard()
+    assert card["provenance"]["map_dtype"] == "float16"
+    assert card["probes"]["segmentation_probe"]["settings"]["feature_maps"] == "float16"

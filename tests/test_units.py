@@ -97,12 +97,63 @@ def test_paired_bootstrap_equals_a_direct_loop_and_detects_a_real_drop():
     diffs = np.array([base[r].mean() - now[r].mean() for r in rows])
     assert result.drop == pytest.approx(0.1)
     assert (result.low, result.high) == pytest.approx(_percentile(diffs))
-    assert result.p_value == pytest.approx(max(2 * min((diffs <= 0).mean(), (diffs >= 0).mean()), 1 / 501))
+    assert result.test == "sign-flip" and result.p_value == pytest.approx(1 / 501)  # no sign pattern reaches 30 of 30
     assert result.p_value < 0.05 and result.low > 0
     same = units.paired_bootstrap(b, b, higher_is_better=True, rng=np.random.default_rng(9), resamples=500, level=0.95)
     assert same.drop == 0 and same.p_value == 1.0
     lower = units.paired_bootstrap(c, b, higher_is_better=False, rng=np.random.default_rng(9), resamples=500, level=0.95)
     assert lower.drop == pytest.approx(0.1)  # for a lower-is-better statistic, rising is worse
+
+
+@pytest.mark.parametrize("statistic", ["mean", "ratio"])
+def test_sign_flip_p_equals_scipys_paired_permutation_test(statistic):
+    """The p-value of an additive statistic is the paired randomisation test: exactly scipy's
+    permutation_test over within-pair swaps when enumerated (few changed units), and within
+    Monte Carlo error of it for many units."""
+    from scipy.stats import permutation_test
+
+    def total(x, y, axis):
+        return np.sum(x - y, axis=axis)
+
+    rng = np.random.default_rng(12)
+    for n, changed in ((40, 12), (400, 150)):
+        weight = rng.integers(1, 5, n).astype(float) if statistic == "ratio" else np.ones(n)
+        base = np.floor(rng.random(n) * (weight + 1))
+        now = base.copy()
+        idx = rng.choice(n, changed, replace=False)
+        now[idx] = np.floor(rng.random(changed) * (weight[idx] + 1))  # some rise, some fall, some stay
+        arrays = (lambda v: {"numerator": v, "denominator": weight}) if statistic == "ratio" else (lambda v: {"value": v})
+        b, c = units.UnitStats(statistic, "image", arrays(base)), units.UnitStats(statistic, "image", arrays(now))
+        result = units.paired_bootstrap(b, c, higher_is_better=True, rng=np.random.default_rng(1), resamples=4000,
+                                        level=0.95)
+        moved = base != now
+        assert result.test == "sign-flip"
+        if moved.sum() <= units.EXACT_SIGN_FLIPS:
+            reference = permutation_test((base[moved], now[moved]), total, permutation_type="samples",
+                                         n_resamples=np.inf, vectorized=True).pvalue
+            assert result.p_value == pytest.approx(reference)
+        else:
+            reference = permutation_test((base, now), total, permutation_type="samples", n_resamples=20000,
+                                         vectorized=True, random_state=2).pvalue
+            assert abs(result.p_value - reference) < 0.03 and 0.01 < reference < 0.99  # a p worth comparing
+
+
+def test_statistics_that_are_not_additive_keep_the_bootstrap_p():
+    """Crossed units, a ratio whose weights changed between runs, and non-additive statistics
+    (mIoU) fall back to the bootstrap's percentile p."""
+    rng = np.random.default_rng(3)
+    outcomes = rng.random((50, 4)) < 0.6
+    crossed = units.UnitStats("mean", "test image", {"value": outcomes}, columns="support set")
+    assert units.paired_bootstrap(crossed, crossed, higher_is_better=True, rng=rng, resamples=50,
+                                  level=0.95).test == "bootstrap"
+    num = rng.integers(0, 3, 30).astype(float)
+    a = units.UnitStats("ratio", "image", {"numerator": num, "denominator": np.full(30, 3.0)})
+    b = units.UnitStats("ratio", "image", {"numerator": num, "denominator": np.full(30, 4.0)})
+    assert units.unit_differences(a, b) is None
+    assert units.paired_bootstrap(a, b, higher_is_better=True, rng=rng, resamples=50, level=0.95).test == "bootstrap"
+    counts = {"intersection": rng.integers(0, 5, (20, 3)), "union": rng.integers(5, 9, (20, 3))}
+    miou = units.UnitStats("miou", "test image", counts)
+    assert units.unit_differences(miou, miou) is None
 
 
 def test_crossed_bootstrap_resamples_rows_and_columns_together():

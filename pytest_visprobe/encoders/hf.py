@@ -6,6 +6,9 @@ here ``embed`` is the pooled output where the model has one (else the CLS token)
 dropped). Preprocessing (mean, std, size, resample) comes from the model's image processor.
 A pooler missing from the checkpoint (transformers would initialise it randomly) means the CLS
 token; any other missing weight is an error, never a silently random part.
+An image-text model (CLIP, SigLIP) keeps its image tower, with ``embed`` in the joint space
+(CLIP's ``get_image_features``: the projected pooled output, as ``open_clip:`` encoders), and
+gains ``encode_text`` from its text tower and tokenizer, for the zero-shot and retrieval probes.
 transformers is imported only when such an encoder is loaded.
 """
 
@@ -64,14 +67,86 @@ def load_hf(ref: EncoderRef):
             f"{len(info.get('mismatched_keys') or ())}); transformers would fill them with random values. "
             f"Save the model with save_pretrained from the same architecture."
         )
-    model = getattr(model, "vision_model", model)  # a CLIP/SigLIP checkpoint: keep the image tower
+    text_fn, projection = None, None
+    if is_image_text(model):  # CLIP, SigLIP: the image tower, in the joint space, and the text tower
+        text_fn = HFText(model, str(source) if local else ref.target, local)
+        projection = getattr(model, "visual_projection", None)  # SigLIP has none: its pooled output is the embedding
+        model = model.vision_model
     mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
     if not getattr(processor, "do_normalize", True):
         mean = std = None
     encoder = _hf_encoder_class()(model, name=ref.id, input_size=processor_input_size(processor, ref), mean=mean,
-                                  std=std, interpolation=_resample_name(getattr(processor, "resample", 2)))
+                                  std=std, interpolation=_resample_name(getattr(processor, "resample", 2)),
+                                  text_fn=text_fn, projection=projection)
     encoder.use_pooler = trained_pooler
     return encoder
+
+
+def is_image_text(model: Any) -> bool:
+    """A two-tower image-text model (CLIPModel, SiglipModel): image and text features in one space."""
+    return all(callable(getattr(model, name, None)) for name in ("get_image_features", "get_text_features")) \
+        and hasattr(model, "vision_model")
+
+
+def _features(out: Any):
+    """``get_*_features`` returns a tensor (transformers 4) or an output whose pooler is the projection (5)."""
+    return out if hasattr(out, "ndim") else out.pooler_output
+
+
+class HFText:
+    """The text half of a transformers image-text model, called with a list of strings.
+
+    A plain object, not a module, as for open_clip (loading.OpenClipText): the fingerprint keys
+    the cached image features, so the text weights stay out of its state dict. The tokenizer is
+    loaded on first use from the model's folder or hub id, so an image-only run never needs it.
+    Texts are padded to the longest in the batch (SigLIP, trained on fixed-length text: to
+    ``max_length`` 64, as its processor does).
+    """
+
+    def __init__(self, model: Any, source: str, local: bool) -> None:
+        self.model = model.eval()
+        self.source, self.local = source, local
+        self.tokenizer = None
+
+    def __call__(self, texts: list[str]):
+        import torch
+
+        if self.tokenizer is None:
+            self.tokenizer = self._load_tokenizer()
+        device = next(self.model.vision_model.parameters()).device
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+        siglip = "siglip" in str(getattr(self.model.config, "model_type", ""))
+        padding = {"padding": "max_length", "max_length": 64} if siglip else {"padding": True}
+        tokens = self.tokenizer(list(texts), truncation=True, return_tensors="pt", **padding).to(device)
+        with torch.inference_mode():
+            return _features(self.model.get_text_features(**{k: v for k, v in tokens.items()
+                                                              if k in ("input_ids", "attention_mask")})).float()
+
+    def _load_tokenizer(self):
+        from transformers import AutoTokenizer
+
+        from pytest_visprobe.errors import TextTowerUnavailable
+
+        fix = ("Save it beside the model (AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)) or run "
+               "once with network access.")
+        try:
+            with loading_transformers():
+                tokenizer = AutoTokenizer.from_pretrained(self.source, local_files_only=self.local)
+        except Exception as exc:
+            raise TextTowerUnavailable(
+                f"transformers could not load the tokenizer of {self.source!r} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]}). {fix}"
+            ) from exc
+        # transformers 5 builds a tokenizer with an empty vocabulary from config.json alone, which
+        # maps every word to the unknown token: refuse it rather than embed garbage
+        text_config = getattr(self.model.config, "text_config", None)
+        vocab = int(getattr(text_config, "vocab_size", 0) or 0)
+        if len(tokenizer) < vocab // 2:
+            raise TextTowerUnavailable(
+                f"transformers could not load the tokenizer of {self.source!r}: it found {len(tokenizer)} "
+                f"tokens for a text tower of {vocab} (the vocabulary files are missing). {fix}")
+        return tokenizer
 
 
 def _fix(ref: EncoderRef, local: bool) -> str:
@@ -121,12 +196,18 @@ def _hf_encoder_class():
 
         use_pooler = True  # False when the checkpoint has no trained pooler (the CLS token instead)
 
+        def __init__(self, module, *, projection=None, **kwargs):
+            super().__init__(module, **kwargs)
+            # an image-text model's image projection (CLIP): embed is then in the joint space; a
+            # submodule, so its weights are part of the fingerprint
+            self.projection = projection
+
         @property
         def has_feature_map(self) -> bool:
             return True
 
         def config(self):
-            return {**super().config(), "use_pooler": self.use_pooler}
+            return {**super().config(), "use_pooler": self.use_pooler, "projected": self.projection is not None}
 
         def _hidden(self, images):
             return self.module(pixel_values=self.preprocess(images))
@@ -134,9 +215,9 @@ def _hf_encoder_class():
         def embed(self, images):
             out = self._hidden(images)
             pooled = getattr(out, "pooler_output", None) if self.use_pooler else None
-            if pooled is not None and pooled.ndim == 2:
-                return pooled
-            return out.last_hidden_state[:, 0]
+            if pooled is None or pooled.ndim != 2:
+                pooled = out.last_hidden_state[:, 0]
+            return pooled if self.projection is None else self.projection(pooled)
 
         def feature_map(self, images):
             from pytest_visprobe.encoders.base import tokens_to_grid

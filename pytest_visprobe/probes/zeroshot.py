@@ -76,8 +76,8 @@ def encode_texts(ctx: "ProbeContext", texts: list[str], batch_size: int) -> "np.
 def require_text_tower(ctx: "ProbeContext") -> None:
     if not ctx.encoder.has_text_tower:
         ctx.skip(f"encoder {ctx.encoder.name!r} has no text tower; zero-shot and retrieval need an image-text "
-                 f"encoder (--encoder=open_clip:ARCH/WEIGHTS, or an Encoder implementing encode_text(texts) "
-                 f"in the space of embed()).")
+                 f"encoder (--encoder=open_clip:ARCH/WEIGHTS, --encoder=hf:DIR of a CLIP or SigLIP, or an Encoder "
+                 f"implementing encode_text(texts) in the space of embed()).")
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,9 +76,11 @@ class Profile(BaseModel):
             self.settings_for(name)
 
 
-def settings_hash(settings: BaseModel) -> str:
-    """A stable short hash of a settings model's values (keys sorted), for comparability keys."""
-    text = json.dumps(settings.model_dump(mode="json"), sort_keys=True)
+def settings_hash(settings: "BaseModel | Mapping[str, Any]") -> str:
+    """A stable short hash of a settings model's values, or of their JSON dump (keys sorted), for
+    comparability keys."""
+    values = settings.model_dump(mode="json") if isinstance(settings, BaseModel) else dict(settings)
+    text = json.dumps(values, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -14,7 +14,11 @@ before this module is asked.
    units (same key, count and statistic; report/units.py), the same bootstrap resamples of the
    units are applied to both, and the drop must be significant: its 95 % percentile interval
    excludes zero (two-sided p < 0.05). This is the test for clustered units (views of one source
-   image, regions of one image) and for statistics that are not means (mIoU, NMI, ARI).
+   image, regions of one image) and for statistics that are not means (mIoU, NMI, ARI). Where
+   the statistic is additive over units (a mean, or a pooled ratio with the same weights in both
+   runs) the p-value comes from the paired sign-flip test instead (``paired_sign_flip``): exact
+   when nothing changed, where the percentile bootstrap was measured liberal with few units
+   (72 source images: 7.9 % false alarms at a nominal 5 %).
 2. Paired (``mcnemar``): when both runs kept per-sample 0/1 outcomes for the same independent
    samples (same sample key and count, and each bitset's mean equals its recorded value), the
    drop must be significant by McNemar's exact test (two-sided p < 0.05).
@@ -126,8 +130,14 @@ def compare(value: float, higher: bool, record: Record | None, base_value: float
                 result = paired_bootstrap(paired[0], paired[1], higher_is_better=higher,
                                           rng=rng if rng is not None else np.random.default_rng(0),
                                           resamples=resamples, level=level)
-                return Comparison(method="paired_bootstrap", drop=drop, drop_low=result.low,
-                                  drop_high=result.high, p_value=result.p_value, unit=units.unit)
+                method = "paired_sign_flip" if result.test == "sign-flip" else "paired_bootstrap"
+                blind = None
+                if method == "paired_sign_flip" and 2.0 ** (1 - units.n) >= ALPHA:
+                    blind = (f"only {units.n} {units.unit}s: no sign pattern of so few gives p < {ALPHA} (the "
+                             f"smallest possible p is {2.0 ** (1 - units.n):.3g}), so no drop can be called "
+                             f"significant here; more {units.unit}s would make this metric gateable")
+                return Comparison(method=method, drop=drop, drop_low=result.low,
+                                  drop_high=result.high, p_value=result.p_value, unit=units.unit, note=blind)
     elif samples is not None and record is not None and record.samples is not None:
         paired, note = _paired(record, samples, value)
         if paired is not None:
@@ -195,7 +205,7 @@ def _paired_units(record: Record, units: Units, value: float):
 
 
 def explained_by_noise(comparison: Comparison) -> bool:
-    if comparison.method == "paired_bootstrap":
+    if comparison.method in ("paired_bootstrap", "paired_sign_flip"):
         assert comparison.p_value is not None
         return comparison.p_value >= ALPHA
     if comparison.method == "mcnemar":
@@ -209,9 +219,11 @@ def explained_by_noise(comparison: Comparison) -> bool:
 
 def noise_phrase(comparison: Comparison) -> str:
     """How the drop compares with the noise, for a failure message."""
-    if comparison.method == "paired_bootstrap":
-        return (f", and beyond the noise: paired bootstrap over {comparison.unit}s, drop 95 % interval "
-                f"[{comparison.drop_low:.4f}, {comparison.drop_high:.4f}], p = {comparison.p_value:.2g} < {ALPHA}")
+    if comparison.method in ("paired_bootstrap", "paired_sign_flip"):
+        test = "sign-flip test" if comparison.method == "paired_sign_flip" else "bootstrap"
+        return (f", and beyond the noise: paired over {comparison.unit}s, drop 95 % interval "
+                f"[{comparison.drop_low:.4f}, {comparison.drop_high:.4f}] (bootstrap), {test} "
+                f"p = {comparison.p_value:.2g} < {ALPHA}")
     if comparison.method == "mcnemar":
         return (f", and beyond the noise: McNemar exact p = {comparison.p_value:.2g} < {ALPHA} "
                 f"({comparison.worse} samples newly wrong, {comparison.better} newly right)")

@@ -112,13 +112,24 @@ def verdict_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
             drop += f" [{c.drop_low:+.4f}, {c.drop_high:+.4f}]"
         elif c.noise is not None:
             drop += f" (noise ±{c.noise:.4f})"
-        test = {"paired_bootstrap": "paired bootstrap", "mcnemar": "McNemar exact", "intervals": "95 % intervals",
+        test = {"paired_bootstrap": "paired bootstrap", "paired_sign_flip": "paired sign-flip", "mcnemar": "McNemar exact", "intervals": "95 % intervals",
                 "tolerance": "tolerance only"}[c.method]
         body.append([r.encoder, f"{r.probe}.{r.metric}", r.dataset, f"{r.value:.4f}", f"{r.baseline:.4f}", drop,
                      test, "—" if c.p_value is None else f"{c.p_value:.3g}", c.unit or c.note or "—"])
     headers = ["encoder", "metric", "dataset", "obtained", "baseline", "drop [95 % interval]", "test", "p",
                "unit (or why unpaired)"]
     return headers, body
+
+
+def comparison_caveats(card: Scorecard) -> list[str]:
+    """Baseline comparisons that were not paired, or that could not reach significance, and why
+    (records sharing a reason merged), so a gate that cannot see a metric says so."""
+    seen: dict[tuple[str, str, str, str], list[str]] = {}
+    for r in measured(card):
+        if r.comparison is not None and r.comparison.note:
+            seen.setdefault((r.probe, r.metric, r.dataset, r.comparison.note), []).append(r.encoder)
+    return [f"- {probe}.{metric} on {dataset} ({', '.join(f'`{e}`' for e in encoders)}): {note}"
+            for (probe, metric, dataset, note), encoders in seen.items()]
 
 
 def uncertainty_notes(card: Scorecard) -> list[str]:
@@ -217,6 +228,11 @@ def to_markdown(card: Scorecard, sheets: Sequence[str] = ()) -> str:
                   "Each failing comparison with the baseline: the drop (positive: worse) with its 95 % interval "
                   "where the test gives one, the test, its two-sided p-value and the unit it resampled or paired.",
                   "", tabulate(verdict_body, headers=verdict_headers, tablefmt="github", disable_numparse=True)]
+    caveats = comparison_caveats(card)
+    if caveats:
+        notes += ["", "## Comparisons with a caveat", "",
+                  "Compared with the baseline by a weaker rule than a paired test, or by a paired test that "
+                  "cannot reach significance, and why:", "", *caveats]
     notes += layer_notes
     control_headers, control_body = control_rows(card)
     if control_body:

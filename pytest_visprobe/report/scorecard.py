@@ -80,16 +80,16 @@ class Comparison(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["paired_bootstrap", "mcnemar", "intervals", "tolerance"]
+    method: Literal["paired_bootstrap", "paired_sign_flip", "mcnemar", "intervals", "tolerance"]
     drop: float  # how much worse than the baseline, in the metric's units (negative: better)
     noise: float | None = None  # intervals: the drop the noise explains (95 %)
-    drop_low: float | None = None  # paired_bootstrap: 95 % interval of the drop
+    drop_low: float | None = None  # paired_*: 95 % bootstrap interval of the drop
     drop_high: float | None = None
     unit: str | None = None  # paired tests: the unit resampled or paired
-    p_value: float | None = None  # mcnemar: exact two-sided p; paired_bootstrap: two-sided p
+    p_value: float | None = None  # two-sided: mcnemar exact, paired_sign_flip exact/Monte Carlo, paired_bootstrap percentile
     worse: int | None = None  # mcnemar: samples right in the baseline, wrong now
     better: int | None = None  # mcnemar: samples wrong in the baseline, right now
-    note: str | None = None  # why a paired comparison was not possible
+    note: str | None = None  # why a paired comparison was not possible, or could not reach significance
 
 
 class Record(BaseModel):
@@ -181,6 +181,7 @@ class Provenance(BaseModel):
     baseline: str | None = None
     tolerance: float | None = None
     threshold_on: str = "value"  # --visprobe-threshold-on: the point value or the interval's bound
+    map_dtype: str | None = None  # --visprobe-map-dtype: how feature maps were cached (None: before it was recorded)
 
 
 class ProbeInfo(BaseModel):

@@ -5,7 +5,8 @@ for transformation views, samples for NMI with the partition fixed) hands the re
 ``UnitStats``: one row per unit, and the name of a registered statistic that recomputes the
 metric from any set of rows. Resampling the rows gives a percentile bootstrap interval; the
 same resamples applied to a baseline's rows of the *same units* give a paired bootstrap of the
-difference, which is what the gate tests. The rows are kept in the scorecard (compact base64
+difference, which is what the gate tests (its p-value from a sign-flip test where the statistic
+is additive over units). The rows are kept in the scorecard (compact base64
 arrays), so a later run can pair with them.
 
 Statistics are registered by name (``STATISTICS``) because the scorecard stores the name: a
@@ -221,16 +222,28 @@ class PairedResult:
     drop: float  # how much worse now (positive: worse), from the full rows
     low: float  # percentile interval of the drop
     high: float
-    p_value: float  # two-sided, from the resampled differences
+    p_value: float  # two-sided
     resamples: int
+    test: str = "bootstrap"  # what gave the p-value: "bootstrap" or "sign-flip"
+
+
+#: statistics whose drop is a sum of per-unit differences (score column, weight column that
+#: must be equal in both runs); their p-value comes from the sign-flip test
+_ADDITIVE = {"mean": ("value", None), "ratio": ("numerator", "denominator")}
+#: up to this many non-zero differences the sign-flip distribution is enumerated exactly
+EXACT_SIGN_FLIPS = 16
 
 
 def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_better: bool,
                      rng: np.random.Generator, resamples: int, level: float) -> PairedResult:
     """Paired bootstrap of the drop: the same resampled units for both runs.
 
-    p-value: twice the smaller share of resampled drops on either side of zero (the percentile
-    interval inverted), at least 1 / (resamples + 1).
+    The interval is the percentile interval of the resampled drops. The p-value, for an additive
+    statistic (a mean, or a pooled ratio with the same weights in both runs), is the sign-flip
+    test's (``sign_flip_p``): exact under "nothing changed" (each unit's two rows exchangeable),
+    where the bootstrap's percentile p is liberal with few units (measured by
+    benchmarks/bench_gate_error_rates.py). Otherwise it is twice the smaller share of resampled
+    drops on either side of zero (the percentile interval inverted), at least 1 / (resamples + 1).
     """
     if ((baseline.n, baseline.columns, baseline.n_columns, baseline.statistic)
             != (current.n, current.columns, current.n_columns, current.statistic)):
@@ -242,10 +255,49 @@ def paired_bootstrap(baseline: UnitStats, current: UnitStats, *, higher_is_bette
     if diffs.size < resamples // 2:
         raise ValueError(f"{current.statistic} is undefined on most resamples")
     low, high = percentile_interval(diffs, level)
+    drop = sign * (baseline.value() - current.value())
+    differences = unit_differences(baseline, current)
+    if differences is not None:
+        return PairedResult(drop=float(drop), low=float(low), high=float(high), resamples=int(diffs.size),
+                            p_value=sign_flip_p(differences, rng, resamples), test="sign-flip")
     p = 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))
     p = float(min(1.0, max(p, 1.0 / (diffs.size + 1))))
-    drop = sign * (baseline.value() - current.value())
     return PairedResult(drop=float(drop), low=float(low), high=float(high), p_value=p, resamples=int(diffs.size))
+
+
+def unit_differences(baseline: UnitStats, current: UnitStats) -> np.ndarray | None:
+    """Per-unit score differences (baseline − current) when the drop is their sum over shared
+    weights; None for other statistics, crossed units, or weights that differ between runs."""
+    if baseline.columns is not None or baseline.statistic not in _ADDITIVE:
+        return None
+    score, weight = _ADDITIVE[baseline.statistic]
+    if weight is not None and not np.array_equal(baseline.arrays[weight], current.arrays[weight]):
+        return None
+    return np.asarray(baseline.arrays[score], np.float64) - np.asarray(current.arrays[score], np.float64)
+
+
+def sign_flip_p(differences: np.ndarray, rng: np.random.Generator, resamples: int) -> float:
+    """Two-sided p of the paired sign-flip (randomisation) test of ``sum(differences) == 0``.
+
+    Under the null each unit's difference is as likely negative as positive, so the observed
+    sum is compared with the sums of the differences under every sign pattern: enumerated
+    exactly up to ``EXACT_SIGN_FLIPS`` non-zero differences, else ``resamples`` random patterns
+    (p = (1 + hits) / (resamples + 1), valid for a finite number of draws).
+    """
+    d = np.asarray(differences, np.float64).ravel()
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum())
+    slack = 1e-9 * float(np.abs(d).sum())  # ties with the observed sum count as at least as extreme
+    if d.size <= EXACT_SIGN_FLIPS:
+        signs = ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1) * 2.0 - 1.0
+        return float(np.mean(np.abs(signs @ d) >= observed - slack))
+    hits = 0
+    for start in range(0, resamples, 256):  # bounded memory for many units
+        signs = rng.integers(0, 2, (min(256, resamples - start), d.size)) * 2.0 - 1.0
+        hits += int(np.count_nonzero(np.abs(signs @ d) >= observed - slack))
+    return float((1 + hits) / (resamples + 1))
 
 
 # --------------------------------------------------------------------------- compact storage

@@ -107,7 +107,8 @@ class Reporter:
 
     def _write_sheets(self) -> list[str]:
         """The contact sheets the tests drew, as files in ``sheets/`` beside the scorecard; their
-        paths relative to it (the Markdown links them)."""
+        paths relative to it (the Markdown links them). Sheets of an earlier run that this one did
+        not draw are deleted, so the folder shows this scorecard only."""
         import base64
 
         written = []
@@ -116,6 +117,11 @@ class Reporter:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / name).write_bytes(base64.b64decode(data))
             written.append(f"{SHEETS_DIR}/{name}")
+        if directory.is_dir():
+            current = set(self.session.collected.sheets)
+            for stale in directory.glob("*.png"):
+                if stale.name not in current:
+                    stale.unlink(missing_ok=True)
         return written
 
     def _bless(self, session: pytest.Session, exitstatus: int) -> None:
@@ -162,6 +168,7 @@ class Reporter:
             baseline=str(options.baseline) if options.baseline else None,
             tolerance=self.session.tolerance if options.baseline else None,
             threshold_on=options.threshold_on,
+            map_dtype=options.map_dtype,
         )
         return Scorecard(provenance=provenance, probes=dict(sorted(got.probes.items())),
                          encoders=list(got.encoders.values()),

@@ -153,19 +153,21 @@ class VisprobeSession:
             self._settings[probe] = self.profile.settings_for(probe)
         return self._settings[probe]
 
-    def settings_hash(self, probe: str) -> str:
-        """A stable hash of the probe's effective settings (recorded with each of its records)."""
+    def probe_info(self, probe: str) -> ProbeInfo:
+        """The probe's version and effective settings, as the scorecard records them.
+
+        A probe that reads feature maps also records ``feature_maps`` when they are cached in
+        another dtype than the default float32: its numbers may move, so a baseline with other
+        maps is not comparable (and baselines made with the default stay comparable).
+        """
+        from pytest_visprobe.probes.spec import get_probe
         from pytest_visprobe.profiles import settings_hash
 
-        return settings_hash(self.probe_settings(probe))
-
-    def probe_info(self, probe: str) -> ProbeInfo:
-        """The probe's version and effective settings, as the scorecard records them."""
-        from pytest_visprobe.probes.spec import get_probe
-
-        settings = self.probe_settings(probe)
-        return ProbeInfo(version=get_probe(probe).version, settings=settings.model_dump(mode="json"),
-                         settings_hash=self.settings_hash(probe))
+        spec = get_probe(probe)
+        settings = self.probe_settings(probe).model_dump(mode="json")
+        if spec.needs_feature_map and self.run.map_dtype != "float32":
+            settings["feature_maps"] = self.run.map_dtype
+        return ProbeInfo(version=spec.version, settings=settings, settings_hash=settings_hash(settings))
 
     def datasets_for(self, role: str) -> list[str]:
         """Dataset specs for a probe role. ``--visprobe-dataset SPEC`` replaces the lists of every
