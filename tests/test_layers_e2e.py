@@ -96,3 +96,18 @@ def test_unknown_layer_stops_the_run_naming_the_layers(suite):
                        "suites/test_knn.py")
     assert result.ret == 4  # a usage error, before any test ran
     result.stderr.fnmatch_lines(["ERROR: --visprobe-layers=7: encoder 'tiny_cnn' has no layer 7*body.1, body.3, body.5*"])
+
+
+def test_without_the_option_the_tests_are_those_of_before(suite):
+    shutil.copy(REPO / "examples" / "tiny_cnn.py", suite.pytester.path / "tiny_cnn.py")
+    plain = suite.run(f"{ENCODER_OPTION}=tiny_cnn.py", "suites/test_knn.py", "suites/test_similarity.py",
+                      "--collect-only", "-q")
+    ids = [line for line in plain.outlines if "::" in line]
+    assert ids and not any("@" in line or "between_layers" in line for line in ids)  # layer CKA deselected
+    layered = suite.run(f"{ENCODER_OPTION}=tiny_cnn.py", f"{LAYERS_OPTION}=last4", "suites/test_knn.py",
+                        "suites/test_similarity.py", "--collect-only", "-q")
+    more = [line for line in layered.outlines if "::" in line]
+    assert set(ids) < set(more)
+    assert {line for line in more if "@" in line} == {
+        f"suites/test_knn.py::test_knn[tiny_cnn@{layer}-{dataset}-k{k}]"
+        for layer in ("body.1", "body.3", "body.5") for dataset in ("shapes", "digits") for k in (10, 20, 200)}
