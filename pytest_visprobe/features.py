@@ -133,6 +133,9 @@ class FeatureStore:
             return self._memory[key]
         if key in self._failed:  # a broken encoder fails every later test at once, not after a full pass
             raise EncoderOutputError(self._failed[key])
+        group = getattr(encoder, "layer_group", None)
+        if group is not None and view == "embed":
+            return self._get_layers(encoder, group, dataset, split)
         try:
             if self.cache_dir is None:
                 features = self._compute(encoder, dataset, split, view)
@@ -143,6 +146,85 @@ class FeatureStore:
             raise
         self._memory[key] = features
         return features
+
+    def _get_layers(self, encoder: Encoder, group: Any, dataset: Dataset, split: str) -> torch.Tensor:
+        """A layer view's features, with every sibling layer of its group (encoders/layers.py) that
+        is neither in memory nor on disk computed in the same forward pass and stored too."""
+        views = [v for v in group.views if self.key(v, dataset, split, "embed") not in self._memory]
+        keys = {v.layer: self.key(v, dataset, split, "embed") for v in views}
+        rows = len(dataset.split(split))
+        try:
+            if self.cache_dir is None:
+                outs = self._compute_many(group, views, dataset, split)
+            else:
+                outs = self._layers_via_disk(group, views, keys, dataset, split, rows)
+        except EncoderOutputError as exc:
+            for key in keys.values():
+                self._failed[key] = str(exc)
+            raise
+        for view in views:
+            self._memory[keys[view.layer]] = outs[view.layer]
+        return self._memory[self.key(encoder, dataset, split, "embed")]
+
+    def _layers_via_disk(self, group: Any, views: list, keys: dict[str, str], dataset: Dataset, split: str,
+                         rows: int) -> dict[str, torch.Tensor]:
+        from filelock import FileLock
+
+        assert self.cache_dir is not None
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        paths = {v.layer: self.path_for(keys[v.layer], v, dataset, split, "embed") for v in views}
+        outs: dict[str, torch.Tensor] = {}
+        with contextlib.ExitStack() as stack:
+            for layer in sorted(paths, key=lambda layer: str(paths[layer])):  # one order: no deadlock
+                stack.enter_context(FileLock(str(paths[layer]) + ".lock"))
+            for layer, path in paths.items():
+                if path.exists():
+                    features = self._read(path, keys[layer], rows, torch.float32)
+                    if features is not None:
+                        self.counters.from_disk += 1
+                        outs[layer] = features
+            missing = [v for v in views if v.layer not in outs]
+            if missing:
+                targets = [(paths[v.layer], keys[v.layer]) for v in missing]
+                try:
+                    self._write_many(targets, self._layer_batches(group, missing, dataset, split), rows)
+                except _WriteFailed as exc:
+                    warnings.warn(f"visprobe: could not write feature cache for {group.source.name}'s layers: "
+                                  f"{exc}; computing in memory", stacklevel=2)
+                    outs.update(self._compute_many(group, missing, dataset, split))
+                else:
+                    self.counters.computed += len(missing)
+                    for view in missing:
+                        self._in_use.add(paths[view.layer])
+                        outs[view.layer] = open_features(paths[view.layer], keys[view.layer], rows, torch.float32,
+                                                         check_finite=False)
+        self._evict()
+        return outs
+
+    def _compute_many(self, group: Any, views: list, dataset: Dataset, split: str) -> dict[str, torch.Tensor]:
+        batches = list(self._layer_batches(group, views, dataset, split))
+        self.counters.computed += len(views)
+        return {v.layer: torch.cat([b[i] for b in batches]) for i, v in enumerate(views)}
+
+    def _layer_batches(self, group: Any, views: list, dataset: Dataset, split: str) -> Iterator[list[torch.Tensor]]:
+        """The views' features batch by batch, one forward pass of their source per batch."""
+        layers = [v.layer for v in views]
+
+        def forward(batch: torch.Tensor) -> list[torch.Tensor]:
+            try:
+                out = group.embed(batch, layers)
+            except EncoderOutputError:
+                raise
+            except Exception as exc:
+                raise EncoderOutputError(
+                    f"encoder {group.source.name!r} raised {type(exc).__name__} reading layers {', '.join(layers)} "
+                    f"on a batch of shape {tuple(batch.shape)} from {dataset.name}/{split}: {exc}. Fix the "
+                    f"encoder, or choose other layers with --visprobe-layers."
+                ) from exc
+            return [check_output(out[v.layer], batch.shape[0], "embed", v.name, dataset.name, split) for v in views]
+
+        desc = f"{group.source.name} · {dataset.name}/{split} ({len(views)} layers)"
+        yield from self._pass(group.source, dataset, split, forward, desc, [v.name for v in views], "embed")
 
     def stored_dtype(self, view: str) -> torch.dtype:
         return self.map_dtype if view == "feature_map" else torch.float32
@@ -205,32 +287,48 @@ class FeatureStore:
         return features
 
     def _write(self, path: Path, key: str, batches: Iterator[torch.Tensor], rows: int) -> None:
-        """Stream ``batches`` into a safetensors file (header from the first batch's shape),
-        renamed into place only when complete. A failing file operation is ``_WriteFailed``."""
+        self._write_many([(path, key)], ([batch] for batch in batches), rows)
+
+    def _write_many(self, targets: list[tuple[Path, str]], batches: Iterator[list[torch.Tensor]], rows: int) -> None:
+        """Stream each batch's tensors into one safetensors file per target (header from the first
+        batch's shape), renamed into place only when all are complete. A failing file operation is
+        ``_WriteFailed``."""
+        tmps: list[str] = []
+        handles = []
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-        except OSError as exc:
-            raise _WriteFailed(exc) from exc
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                written = 0
-                for batch in batches:  # encoder and dataset errors pass through as they are
-                    try:
-                        if not written:
-                            handle.write(safetensors_header(key, batch.dtype, (rows, *batch.shape[1:])))
-                        handle.write(batch.contiguous().numpy().tobytes())
-                    except OSError as exc:
-                        raise _WriteFailed(exc) from exc
-                    written += batch.shape[0]
-                if not written:
-                    raise _WriteFailed("an empty split: nothing to cache")
             try:
-                os.replace(tmp, path)
+                for path, _ in targets:
+                    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+                    tmps.append(tmp)
+                    handles.append(os.fdopen(fd, "wb"))
+            except OSError as exc:
+                raise _WriteFailed(exc) from exc
+            written = 0
+            for batch in batches:  # encoder and dataset errors pass through as they are
+                try:
+                    for handle, (_, key), part in zip(handles, targets, batch):
+                        if not written:
+                            handle.write(safetensors_header(key, part.dtype, (rows, *part.shape[1:])))
+                        handle.write(part.contiguous().numpy().tobytes())
+                except OSError as exc:
+                    raise _WriteFailed(exc) from exc
+                written += batch[0].shape[0]
+            if not written:
+                raise _WriteFailed("an empty split: nothing to cache")
+            try:
+                for handle in handles:
+                    handle.close()
+                for tmp, (path, _) in zip(tmps, targets):
+                    os.replace(tmp, path)
             except OSError as exc:
                 raise _WriteFailed(exc) from exc
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            for handle in handles:
+                with contextlib.suppress(OSError):
+                    handle.close()
+            for tmp in tmps:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise
 
     def _evict(self) -> None:
@@ -266,31 +364,44 @@ class FeatureStore:
 
     def _batches(self, encoder: Encoder, dataset: Dataset, split: str, view: str) -> Iterator[torch.Tensor]:
         """The encoder's checked output, batch by batch, on the CPU in the stored dtype."""
+        forward = encoder.embed if view == "embed" else encoder.feature_map
+
+        def checked(batch: torch.Tensor) -> list[torch.Tensor]:
+            return [encode_batch(forward, batch, view, encoder.name, dataset.name, split)]
+
+        desc = f"{encoder.name} · {dataset.name}/{split} ({view})"
+        for outs in self._pass(encoder, dataset, split, checked, desc, [encoder.name], view):
+            yield outs[0]
+
+    def _pass(self, encoder: Encoder, dataset: Dataset, split: str, forward: Any, desc: str, names: list[str],
+              view: str) -> Iterator[list[torch.Tensor]]:
+        """One forward pass over a split: ``forward(batch)`` gives one checked tensor per name;
+        each batch's tensors on the CPU in the stored dtype (every image must give the same shape)."""
         images = dataset.split(split).images
         if id(encoder) not in self._placed:
             encoder.to(self.device).eval()
             self._placed.add(id(encoder))
-        forward = encoder.embed if view == "embed" else encoder.feature_map
         dtype = self.stored_dtype(view)
         n = len(images)
         starts = range(0, n, self.batch_size)
-        shape = None
-        desc = f"{encoder.name} · {dataset.name}/{split} ({view})"
+        shapes: list[tuple[int, ...]] | None = None
         track = self.progress.track(desc, len(starts), n) if self.progress is not None \
             else contextlib.nullcontext(lambda: None)
         with torch.inference_mode(), autocast_for(self.device), track as tick:
             for raw in prefetched(images, starts, self.batch_size, n):
                 batch = to_float_images(raw, self.device)
-                out = encode_batch(forward, batch, view, encoder.name, dataset.name, split)
+                outs = forward(batch)
                 self.counters.forward_passes += 1
-                if shape is not None and tuple(out.shape[1:]) != shape:
-                    raise EncoderOutputError(
-                        f"encoder {encoder.name!r} {view}() on {dataset.name}/{split} returned "
-                        f"{tuple(out.shape[1:])} per image on one batch and {shape} on an earlier one; "
-                        f"every image must give the same shape."
-                    )
-                shape = tuple(out.shape[1:])
-                yield out.float().cpu().to(dtype)
+                got = [tuple(out.shape[1:]) for out in outs]
+                for name, shape, before in zip(names, got, shapes or got):
+                    if shape != before:
+                        raise EncoderOutputError(
+                            f"encoder {name!r} {view}() on {dataset.name}/{split} returned "
+                            f"{shape} per image on one batch and {before} on an earlier one; "
+                            f"every image must give the same shape."
+                        )
+                shapes = got
+                yield [out.float().cpu().to(dtype) for out in outs]
                 tick()
 
 

@@ -96,6 +96,7 @@ def session_of(config: pytest.Config) -> "VisprobeSession":
         session = VisprobeSession.from_options(config.stash[_SETTINGS_KEY], config.rootpath, worker, hook=config.hook)
         _validate_threshold_files(session, config)
         _validate_text_model(session)
+        _validate_layers(session)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     session.progress = Progress(config)
@@ -132,6 +133,23 @@ def _validate_text_model(session: "VisprobeSession") -> None:
         raise ConfigError(f"--visprobe-text-model: {str(exc).rstrip('.')}.") from None
 
 
+def _validate_layers(session: "VisprobeSession") -> None:
+    """``--visprobe-layers`` naming a layer an encoder lacks stops the run before any work, listing
+    the encoder's layers (this loads the encoders, only when the option is given)."""
+    from pytest_visprobe.runner.options import LAST
+
+    if session.run.layers == LAST:
+        return
+    for ref in session.encoder_refs:
+        try:
+            session.layer_params(ref)
+        except ConfigError:
+            raise
+        except VisprobeError as exc:
+            raise ConfigError(f"--visprobe-layers={session.run.layers} reads each encoder's layers at start-up, "
+                              f"and {ref.raw} could not be loaded: {exc}") from None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     wants_encoder = "visprobe_encoder" in metafunc.fixturenames
     wants_dataset = "visprobe_dataset" in metafunc.fixturenames
@@ -140,6 +158,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = session_of(metafunc.config)
     if wants_encoder:
         refs = session.encoder_refs
+        if refs and _per_layer(metafunc.definition):
+            try:
+                refs = [param for ref in refs for param in session.layer_params(ref)]
+            except VisprobeError as exc:  # --visprobe-layers names a layer an encoder lacks
+                raise pytest.UsageError(str(exc)) from None
         if refs:
             metafunc.parametrize("visprobe_encoder", refs, ids=[r.id for r in refs], indirect=True, scope="session")
         else:
@@ -152,6 +175,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             raise pytest.UsageError(str(exc)) from None
         metafunc.parametrize("visprobe_dataset", specs, ids=[dataset_id(s) for s in specs],
                              indirect=True, scope="session")
+
+
+def _per_layer(definition: Any) -> bool:
+    """Whether the test's probe runs on each ``--visprobe-layers`` layer too (``ProbeSpec.per_layer``)."""
+    probe = definition.get_closest_marker(PROBE_MARKER)
+    if not (probe and probe.args):
+        return False
+    from pytest_visprobe.probes.spec import get_probe
+
+    try:
+        return get_probe(probe.args[0]).per_layer
+    except KeyError:
+        return False  # _role_of reports the unknown probe
 
 
 def _role_of(definition: Any) -> str:
@@ -175,6 +211,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return not (item.path.name == PREFLIGHT_FILE and "visprobe_encoder" in getattr(item, "fixturenames", ()))
 
     items.sort(key=later)
+    _deselect_layer_tests(config, items)
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:  # under `pytest -n N --dist loadgroup`, one worker extracts each encoder's features
@@ -183,10 +220,36 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.add_marker(pytest.mark.xdist_group(f"visprobe-{encoder}"))
 
 
+def _deselect_layer_tests(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --visprobe-layers, tests of probes that compare layers (``ProbeSpec.layers_only``) are
+    deselected, not skipped: the run and its scorecard are as if they did not exist."""
+    from pytest_visprobe.runner.options import LAST
+
+    if config.stash[_SETTINGS_KEY].layers != LAST:
+        return
+    dropped = [item for item in items if _layers_only(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
+def _layers_only(item: pytest.Item) -> bool:
+    probe = item.get_closest_marker(PROBE_MARKER)
+    if not (probe and probe.args):
+        return False
+    from pytest_visprobe.probes.spec import get_probe
+
+    try:
+        return get_probe(probe.args[0]).layers_only
+    except KeyError:
+        return False
+
+
 def _encoder_param(item: pytest.Item) -> str | None:
     """The ``--encoder`` id a test is parametrized with, or None (encoder-comparing tests have none)."""
     callspec = getattr(item, "callspec", None)
     ref = callspec.params.get("visprobe_encoder") if callspec is not None else None
+    ref = getattr(ref, "ref", ref)  # a layer goes to its encoder's worker: one forward pass for all layers
     return getattr(ref, "id", None)
 
 
@@ -204,8 +267,13 @@ def visprobe_session(request: pytest.FixtureRequest) -> "VisprobeSession":
 
 @pytest.fixture(scope="session")
 def visprobe_encoder(request: pytest.FixtureRequest, visprobe_session: "VisprobeSession"):
-    """The encoder under test (parametrized over ``--encoder``), loaded once per process."""
-    return visprobe_session.encoder(request.param)
+    """The encoder under test (parametrized over ``--encoder``, and for per-layer probes over the
+    ``--visprobe-layers`` layers of each), loaded once per process."""
+    param = request.param
+    layer = getattr(param, "layer", None)
+    if layer is not None:
+        return visprobe_session.layer_encoder(visprobe_session.encoder(param.ref), layer)
+    return visprobe_session.encoder(param)
 
 
 @pytest.fixture(scope="session")

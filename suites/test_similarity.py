@@ -19,6 +19,10 @@ heat-map and an average-linkage dendrogram on 1 - r.
 ``cka.linear_cka`` and ``cka.rbf_cka`` compare the images' similarity structure instead of the
 classes': centered kernel alignment (debiased HSIC) of each encoder's features with the
 reference encoder's over the same test images, with a bootstrap interval over images.
+
+``layer_cka.linear_cka_embedding`` (only with ``--visprobe-layers``; deselected otherwise) compares
+an encoder's own layers: linear CKA between every pair, drawn as a layer × layer heat-map, each
+layer's record being its CKA with the encoder's embedding.
 """
 
 import pytest
@@ -37,3 +41,8 @@ def test_similarity_to_language(visprobe, visprobe_encoders, visprobe_dataset):
 @pytest.mark.visprobe_probe("cka")
 def test_cka_between_encoders(visprobe, visprobe_encoders, visprobe_dataset):
     visprobe.run("cka", visprobe_encoders[0], visprobe_dataset)
+
+
+@pytest.mark.visprobe_probe("layer_cka")
+def test_cka_between_layers(visprobe, visprobe_encoder, visprobe_dataset):
+    visprobe.run("layer_cka", visprobe_encoder, visprobe_dataset)

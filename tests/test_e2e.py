@@ -50,7 +50,7 @@ def test_main_job_writes_scorecard_and_summary(suite):
         "scorecard: *scorecard.json*scorecard.md",
     ])
     card = suite.scorecard()
-    assert card["schema_version"] == 4
+    assert card["schema_version"] == 5
     assert card["provenance"]["profile"] == "quick" and card["provenance"]["device"] == "cpu"
     assert {(r["probe"], r["dataset"]) for r in card["records"]} == {
         ("label_probe", "shapes"), ("label_probe", "digits"), ("attribute_probe", "shapes")}
@@ -234,7 +234,7 @@ def test_baseline_regression_fails_beyond_tolerance_and_noise_only(suite):
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "is not a pytest-visprobe scorecard: not valid JSON*"),
     ('{"schema_version": 1}', "is not a pytest-visprobe scorecard*provenance: Field required*"),
-    ('{"schema_version": 99, "provenance": {}}', "has schema_version 99; this pytest-visprobe reads versions 1, 2, 3, 4*"),
+    ('{"schema_version": 99, "provenance": {}}', "has schema_version 99; this pytest-visprobe reads versions 1, 2, 3, 4, 5*"),
 ])
 def test_malformed_baseline_is_a_usage_error(suite, content, message):
     (suite.pytester.path / "baseline.json").write_text(content)

@@ -337,7 +337,7 @@ def test_version_1_scorecard_still_loads_as_a_baseline(tmp_path: Path) -> None:
     path.write_text(json.dumps(old))
     card = load_scorecard(path)
     # migrated to the current schema on load: no intervals to compare with, nothing invented
-    assert card.schema_version == 4 and card.records[0].interval is None and card.records[0].samples is None
+    assert card.schema_version == 5 and card.records[0].interval is None and card.records[0].samples is None
 
 
 def test_new_fields_round_trip_and_malformed_ones_are_one_clear_error(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_new_fields_round_trip_and_malformed_ones_are_one_clear_error(tmp_path: 
     card = Scorecard(provenance=_provenance(), records=[record])
     json_path, _ = write_scorecard(card, tmp_path)
     loaded = load_scorecard(json_path)
-    assert loaded.schema_version == 4 and loaded.records == [record]
+    assert loaded.schema_version == 5 and loaded.records == [record]
     data = json.loads(json_path.read_text())
     data["records"][0]["interval"] = {"low": 0.4}
     json_path.write_text(json.dumps(data))

@@ -183,7 +183,7 @@ def test_xdist_equals_serial_with_controls_intervals_and_floors(suite):
     assert "visprobe.label_probe.top1" in names
     md = (suite.pytester.path / "serial" / "scorecard.md").read_text()
     assert "## Controls" in md and "random-init floor" in md
-    assert json.loads((suite.pytester.path / "serial" / "scorecard.json").read_text())["schema_version"] == 4
+    assert json.loads((suite.pytester.path / "serial" / "scorecard.json").read_text())["schema_version"] == 5
 
 
 def test_a_baseline_made_with_other_probe_settings_is_not_compared_and_each_difference_is_named(suite):

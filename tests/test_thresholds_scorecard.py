@@ -260,7 +260,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     json_path, md_path = write_scorecard(card, tmp_path / "report")
     assert json_path.name == "scorecard.json" and md_path.name == "scorecard.md"
     text = json_path.read_text()
-    assert json.loads(text)["schema_version"] == 4
+    assert json.loads(text)["schema_version"] == 5
     again = Scorecard.model_validate_json(text)
     assert again == card.sorted()
     assert load_scorecard(json_path) == card.sorted()
@@ -273,7 +273,7 @@ def test_scorecard_json_round_trip(tmp_path: Path) -> None:
     ('{"schema_version": 1, "provenance": {', r"is not a pytest-visprobe scorecard"),
     ("not json at all", r"is not a pytest-visprobe scorecard"),
     ("[]", r"is not a pytest-visprobe scorecard"),
-    ('{"schema_version": 5, "provenance": {}}', r"schema_version 5; this pytest-visprobe reads versions 1, 2, 3, 4"),
+    ('{"schema_version": 6, "provenance": {}}', r"schema_version 6; this pytest-visprobe reads versions 1, 2, 3, 4, 5"),
     ('{"schema_version": 1, "records": []}', r"provenance: Field required"),
 ])
 def test_load_scorecard_malformed(tmp_path: Path, content: str, pattern: str) -> None:
@@ -340,7 +340,7 @@ def test_schema_is_exported_from_the_models() -> None:
     schema = json.loads(schema_json())
     record = schema["$defs"]["Record"]["properties"]
     assert {"chance", "settings_hash", "details", "interval", "samples"} <= set(record)
-    assert schema["properties"]["schema_version"]["const"] == 4
+    assert schema["properties"]["schema_version"]["const"] == 5
 
 
 def test_compare_lists_every_moved_number_and_one_sided_record(tmp_path: Path, capsys) -> None:

@@ -59,6 +59,28 @@ class Encoder(nn.Module):
     def has_text_tower(self) -> bool:
         return type(self).encode_text is not Encoder.encode_text
 
+    def layers(self) -> list[str]:
+        """Names of the blocks ``layer_outputs`` can read, in depth order (``--visprobe-layers``).
+
+        Default: a timm/open_clip model's intermediates, else the blocks found in the module
+        tree (encoders/layers.py says how); override to choose your own.
+        """
+        from pytest_visprobe.encoders.layers import _root, default_layers, intermediate_layers
+
+        return intermediate_layers(self) or default_layers(_root(self))
+
+    def layer_outputs(self, images: torch.Tensor, names: Sequence[str]) -> dict[str, Any]:
+        """``{name: LayerOutput(cls, patches)}`` for the named layers, from one forward pass
+        (encoders/layers.py ``read_layers``; any module name of the encoder works)."""
+        from pytest_visprobe.encoders.layers import read_layers
+
+        return read_layers(self, images, names)
+
+    def embed_layers(self, images: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{name: [N, D]}``: each named layer pooled (its class token, else its mean over
+        positions), all from one forward pass."""
+        return {name: out.pooled for name, out in self.layer_outputs(images, names).items()}
+
     def config(self) -> dict[str, Any]:
         """Settings that change the features (beyond the weights); part of the fingerprint."""
         return {"input_size": self.input_size}

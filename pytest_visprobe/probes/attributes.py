@@ -162,4 +162,5 @@ ATTRIBUTE_PROBE = ProbeSpec(
     details=AttributeDetails,
     role="attributes",
     targets=("attributes",),
+    per_layer=True,
 )

@@ -80,4 +80,5 @@ FEWSHOT = ProbeSpec(
     role="fewshot",
     targets=("label",),
     plot="pytest_visprobe.report.plots.generalization:plot_fewshot",
+    per_layer=True,
 )

@@ -78,4 +78,5 @@ KNN = ProbeSpec(
     details=KnnDetails,
     role="label",
     targets=("label",),
+    per_layer=True,
 )

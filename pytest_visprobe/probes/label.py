@@ -191,4 +191,5 @@ LABEL_PROBE = ProbeSpec(
     details=LabelDetails,
     role="label",
     targets=("label",),
+    per_layer=True,
 )

@@ -115,6 +115,10 @@ class ProbeSpec:
     targets: tuple[str, ...] = ()  # dataset targets it needs (its tests skip otherwise)
     needs_feature_map: bool = False
     compares_encoders: bool = False  # run sees every --encoder (ctx.encoders) and returns each one's metrics
+    #: reads only pooled embeddings, so it also runs on each layer --visprobe-layers names (ENCODER@LAYER)
+    per_layer: bool = False
+    #: compares an encoder's layers: its tests run only with --visprobe-layers (deselected otherwise)
+    layers_only: bool = False
     #: ``"module:function"`` (or the function) drawing this probe's records: ``(card, dir) -> [Path]``
     plot: str | Callable[..., Any] | None = None
     version: int = 1  # bump when the probe's numbers change meaning
@@ -155,6 +159,7 @@ BUILTIN_PROBE_MODULES = (
     "pytest_visprobe.probes.clustering",
     "pytest_visprobe.probes.similarity",
     "pytest_visprobe.probes.cka",
+    "pytest_visprobe.probes.layer_cka",
     "pytest_visprobe.probes.transformations",
     "pytest_visprobe.probes.segmentation",
     "pytest_visprobe.probes.detection",

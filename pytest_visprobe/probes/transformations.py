@@ -117,12 +117,12 @@ TRANSFORMATION_LINEAR = ProbeSpec(
     description="a linear probe names the transformation applied to an image, its family, and held-out members' family",
     metrics=_metrics("linear (multinomial logistic)"),
     run=run_linear, settings=TransformationLinearSettings, details=TransformationDetails,
-    role="transformations", targets=(), plot=PLOT,
+    role="transformations", targets=(), plot=PLOT, per_layer=True,
 )
 TRANSFORMATION_MLP = ProbeSpec(
     name="transformation_mlp",
     description="an MLP probe names the transformation applied to an image, its family, and held-out members' family",
     metrics=_metrics("one-hidden-layer MLP"),
     run=run_mlp, settings=TransformationMLPSettings, details=TransformationDetails,
-    role="transformations", targets=(), plot=PLOT,
+    role="transformations", targets=(), plot=PLOT, per_layer=True,
 )

@@ -3,7 +3,8 @@
 Two records are comparable only when they were measured on the same data (dataset
 fingerprint, checked per dataset by the session), by the same definition of the probe (its
 spec's ``version``), with the same effective settings (the hash of its settings model), and on
-the same derived data (``data_key``: e.g. the transformed views). A difference is named
+the same derived data (``data_key``: e.g. the transformed views), and on the same layer
+(``--visprobe-layers``; a record without one is the encoder's embedding, ``last``). A difference is named
 field by field, e.g. ``label_probe.recipe: lbfgs → adam``, so the reader knows what to change.
 
 A baseline written before settings were recorded (schema 3 and older) cannot be checked: it is
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from pytest_visprobe.report.scorecard import ProbeInfo, Record
+from pytest_visprobe.report.scorecard import LAST, ProbeInfo, Record
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,12 @@ def _show(value: Any) -> str:
 
 
 def check(baseline: Record, baseline_probe: ProbeInfo | None, current: ProbeInfo,
-          data_key: str | None) -> Comparability:
-    """Whether ``baseline`` may be compared with a record measured with ``current``'s settings."""
+          data_key: str | None, layer: str | None = None) -> Comparability:
+    """Whether ``baseline`` may be compared with a record measured with ``current``'s settings on
+    ``layer`` (``None``: the encoder's embedding, ``--visprobe-layers=last``)."""
     probe = baseline.probe
+    if baseline.layer != layer:
+        return Comparability(differences=(f"{probe} layer: {baseline.layer or LAST} → {layer or LAST}",))
     if baseline.settings_hash is None:
         return Comparability(warning=(
             f"the baseline's {probe} record carries no settings hash (written by an older "

@@ -1,5 +1,5 @@
 """The scorecard's Markdown and terminal views: one row per metric, one column per encoder,
-then the controls (chance, random-init floor, shuffled-label control), failing metrics, heads
+then each encoder's layers (--visprobe-layers), the controls (chance, random-init floor, shuffled-label control), failing metrics, heads
 that did not fit their training data, plots and encoders."""
 
 from __future__ import annotations
@@ -39,9 +39,32 @@ def measured(card: Scorecard) -> list[Record]:
     return [r for r in card.sorted().records if r.control_of is None]
 
 
+def layer_sections(card: Scorecard) -> list[str]:
+    """Per encoder read at several layers: a metric × layer table (depth order, ``last`` = the
+    encoder's embedding) and a link to its depth plot."""
+    from tabulate import tabulate
+
+    from pytest_visprobe.report.layers import layer_tables
+    from pytest_visprobe.report.plots.layers import depth_plot_name
+
+    lines: list[str] = []
+    for table in layer_tables(card):
+        body = [[*key, *(format_cell(cells[layer]) if layer in cells else "—" for layer in table.layers)]
+                for key, cells in table.rows.items()]
+        lines += ["", f"### `{table.encoder}`", ""]
+        plot = depth_plot_name(table.encoder)
+        if plot in card.plots:
+            lines += [f"Each metric against depth: [{plot}]({plot}).", ""]
+        lines.append(tabulate(body, headers=["probe", "dataset", "metric", *table.layers], tablefmt="github",
+                              disable_numparse=True))
+    return ["", "## Layers", "", "Per-layer probes (--visprobe-layers) on each layer, in depth order; `last` is "
+            "the encoder's own embedding. Layers are compared with the same layer's baseline, and only the "
+            "embedding is held to thresholds.", *lines] if lines else []
+
+
 def table_rows(card: Scorecard) -> tuple[list[str], list[list[str]]]:
     """Metrics as rows, encoders as columns (the comparison view)."""
-    records = measured(card)
+    records = [r for r in measured(card) if r.layer is None]  # layers: in their own tables (layer_sections)
     encoders = sorted({r.encoder for r in records})
     rows: dict[tuple[str, str, str], dict[str, str]] = {}
     for record in records:
@@ -172,6 +195,7 @@ def to_markdown(card: Scorecard, sheets: Sequence[str] = ()) -> str:
 
     p = card.provenance
     headers, body = table_rows(card)
+    layer_notes = layer_sections(card)
     lines = [
         "# pytest-visprobe scorecard",
         "",
@@ -209,6 +233,7 @@ def to_markdown(card: Scorecard, sheets: Sequence[str] = ()) -> str:
         notes += ["", "## Comparisons with a caveat", "",
                   "Compared with the baseline by a weaker rule than a paired test, or by a paired test that "
                   "cannot reach significance, and why:", "", *caveats]
+    notes += layer_notes
     control_headers, control_body = control_rows(card)
     if control_body:
         notes += ["", "## Controls", "",

@@ -8,7 +8,8 @@ comparison (``comparison``) and controls (``floor``, ``control_of``); 3 made eac
 ``details`` its spec's typed model and moved the chance level out of them into ``chance``, and
 added ``settings_hash``; 4 added what makes two records comparable (``probe_version``,
 ``data_key``, the probes' effective ``settings`` per document), per-unit statistics (``units``)
-for paired bootstrap comparisons, and ``uncertainty`` where a metric has no honest interval.
+for paired bootstrap comparisons, and ``uncertainty`` where a metric has no honest interval; 5
+added each record's ``layer`` (``--visprobe-layers``; absent: the encoder's embedding, ``last``).
 Older documents are migrated on load (``migrate``), so a baseline
 written by an earlier version still gates; a newer one is refused with the versions named.
 The JSON schema is exported by ``pytest --visprobe-schema``.
@@ -27,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pytest_visprobe.errors import ConfigError
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
+LAST = "last"  # a record's layer when it has none: the encoder's own embedding
 
 
 class Interval(BaseModel):
@@ -120,10 +122,22 @@ class Record(BaseModel):
     data_key: str | None = None  # fingerprint of derived data the metric saw (e.g. transformed views)
     units: Units | None = None  # per-unit statistics (paired bootstrap against a baseline)
     uncertainty: str | None = None  # why there is no interval, where there is none
+    layer: str | None = None  # the layer read (--visprobe-layers; encoder is then ENCODER@LAYER); None: last
 
     @property
     def key(self) -> tuple[str, str, str, str]:
         return (self.encoder, self.probe, self.dataset, self.metric)
+
+    @property
+    def layer_name(self) -> str:
+        """The layer read, ``last`` for the encoder's own embedding (also every record before schema 5)."""
+        return self.layer or LAST
+
+    @property
+    def source_encoder(self) -> str:
+        """The encoder a layer record belongs to (its name without ``@LAYER``)."""
+        suffix = f"@{self.layer}"
+        return self.encoder[:-len(suffix)] if self.layer and self.encoder.endswith(suffix) else self.encoder
 
 
 class EncoderInfo(BaseModel):
@@ -135,6 +149,8 @@ class EncoderInfo(BaseModel):
     input_size: list[int] | None = None
     parameters: int = 0
     has_feature_map: bool = False
+    layer_of: str | None = None  # a layer view (--visprobe-layers): the encoder it reads a layer of
+    layer_depth: int | None = None  # its position in that encoder's layers() (None: not one of them)
 
 
 class DatasetInfo(BaseModel):
@@ -190,7 +206,7 @@ class Outcome(BaseModel):
 class Scorecard(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[4] = SCHEMA_VERSION
+    schema_version: Literal[5] = SCHEMA_VERSION
     provenance: Provenance
     probes: dict[str, ProbeInfo] = Field(default_factory=dict)  # probes that ran: their settings
     encoders: list[EncoderInfo] = Field(default_factory=list)
@@ -216,11 +232,12 @@ def with_floors(records: list[Record]) -> list[Record]:
 
 def migrate(document: Any) -> Any:
     """An older scorecard document as the current schema: chance leaves ``details`` (v1, v2);
-    v3 records simply lack the fields v4 added (the gate warns that it could not check them)."""
+    v3 records simply lack the fields v4 added (the gate warns that it could not check them), v3
+    and v4 records the ``layer`` v5 added (they are the encoder's embedding)."""
     if not isinstance(document, dict):
         return document
     version = document.get("schema_version")
-    if version == 3:
+    if version in (3, 4):  # v3/v4 records lack later fields; a record without a layer is the last
         document["schema_version"] = SCHEMA_VERSION
     if version in (1, 2):
         for record in document.get("records", []) or []:

@@ -36,6 +36,11 @@ class ProbeContext:
         """Cached features of one split (one forward pass per session, reused from disk)."""
         return self.recorder.features(encoder or self.encoder, dataset or self.dataset, split, view)
 
+    def layer_views(self) -> list["Encoder"]:
+        """The ``--visprobe-layers`` views of the encoder under test, in the option's order
+        (encoders/layers.py); empty without the option."""
+        return self.recorder.layer_views(self.encoder)
+
     def progress(self, desc: str, total: int, items: int) -> Any:
         """A context yielding ``tick()`` for a long step (the augmented transfer epochs)."""
         return self.recorder.progress(desc, total, items)

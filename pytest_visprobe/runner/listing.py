@@ -58,7 +58,8 @@ def write_listing(out: TextIO, options: "RunSettings") -> None:
         needs = ", ".join(spec.targets) or "images"
         if spec.needs_feature_map:
             needs += ", feature_map"
-        out.write(f"{spec.name} [role {spec.role}; needs {needs}] -- {spec.description}\n")
+        layers = "; per layer" if spec.per_layer else "; with --visprobe-layers only" if spec.layers_only else ""
+        out.write(f"{spec.name} [role {spec.role}; needs {needs}{layers}] -- {spec.description}\n")
         for metric in spec.metrics:
             direction = "higher is better" if metric.higher_is_better else "lower is better"
             chance = f"; chance: {metric.chance}" if metric.chance else ""

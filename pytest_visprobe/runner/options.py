@@ -38,6 +38,7 @@ TRANSFORMATIONS_DATASET_OPTION = "--visprobe-transformations-dataset"
 BLESS_OPTION = "--visprobe-bless"
 THRESHOLD_ON_OPTION = "--visprobe-threshold-on"
 NO_SHEETS_OPTION = "--visprobe-no-sheets"
+LAYERS_OPTION = "--visprobe-layers"
 
 DEFAULT_REPORT_DIR = "visprobe-report"
 DEFAULT_TOLERANCE = 0.02
@@ -130,6 +131,39 @@ def text_model(value: str) -> str:
     return spec
 
 
+LAST = "last"  # the encoder's own embedding
+ALL = "all"
+LAST4 = "last4"
+CLS_AVGPOOL = "last4_cls_avgpool"  # DINOv2's linear evaluation
+LAYER_KEYWORDS = (LAST, ALL, LAST4, CLS_AVGPOOL)
+
+
+def layer_tokens(raw: str) -> list[str | int]:
+    """``--visprobe-layers`` as tokens: keywords, block indices (negative from the end) or module
+    names. Syntax only: which exist depends on the encoder (encoders/layers.py resolves them)."""
+    tokens: list[str | int] = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"empty item in {raw!r}; give comma-separated items without gaps")
+        if re.fullmatch(r"[+-]?\d+", part):
+            tokens.append(int(part))
+        elif re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", part):
+            tokens.append(part)
+        else:
+            raise ValueError(f"{part!r} is neither {', '.join(LAYER_KEYWORDS)}, a block index (e.g. -1) "
+                             f"nor a module name (e.g. stages.2)")
+    return tokens
+
+
+def layers(value: str) -> str:
+    """``--visprobe-layers``, normalised (``last``, ``all``, ``-1,-4``, ``stages.2,head.global_pool``)."""
+    try:
+        return ",".join(map(str, layer_tokens(value)))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def existing_file(value: str) -> Path:
     path = Path(value)
     if not path.is_file():
@@ -220,6 +254,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(NO_SHEETS_OPTION, "do not draw the contact sheets (the worst and best test images of the label, "
            "segmentation, detection, region and transformation probes, in sheets/ beside the scorecard) "
            "(default: drawn).", default=False, flag_only=True),
+    Option(LAYERS_OPTION, "which layers the label, attribute, few-shot, k-NN and transformation probes "
+           "read, comma-separated: last (default: the encoder's embedding only), all (every block), last4, "
+           "block indices (0 first, -1 last), module names (e.g. stages.2,head.global_pool) or "
+           "last4_cls_avgpool (DINOv2's linear evaluation: the class tokens of the last 4 blocks and the "
+           "last block's mean patch token). Every layer is read in one forward pass and cached per layer; "
+           "records of a layer are named ENCODER@LAYER.", parse=layers, default=LAST, metavar="LAYERS"),
     Option(BLESS_OPTION, f"write this run's scorecard as the accepted baseline to the {BASELINE_OPTION} "
            f"path, if the run completed: no interrupt, collection error, test error or failure other "
            f"than a threshold/baseline verdict (default: off).", default=False, flag_only=True),
@@ -257,6 +297,7 @@ class RunSettings:
     transformations_datasets: tuple[str, ...] = ()
     bless: bool = False
     no_sheets: bool = False
+    layers: str = LAST
 
     @classmethod
     def from_dests(cls, values: dict[str, Any]) -> "RunSettings":

@@ -64,6 +64,14 @@ class Recorder:
         self._note(encoder, dataset)
         return self._session.store.get(encoder, dataset, split, view)
 
+    def layer_views(self, encoder: "Encoder") -> list["Encoder"]:
+        """The ``--visprobe-layers`` views of ``encoder`` (none without the option)."""
+        from pytest_visprobe.runner.options import LAST
+
+        if self._session.run.layers == LAST:
+            return []
+        return list(self._session.layer_group(encoder).views)
+
     def progress(self, desc: str, total: int, items: int) -> Any:
         """A context yielding ``tick()``, once per step of ``total`` (``items`` images in all), for a
         long step that is not a feature pass (runner/progress.py); silent without a progress display."""
@@ -121,7 +129,8 @@ class Recorder:
         import warnings
 
         examples = next((m.examples for m in metrics if m.examples is not None), None)
-        if examples is None or ctx.is_control or self._session.run.no_sheets:
+        if examples is None or ctx.is_control or getattr(ctx.encoder, "layer", None) is not None \
+                or self._session.run.no_sheets:  # controls and layers: numbers only, one sheet per encoder
             return
         parts = (ctx.probe, ctx.encoder.name, ctx.dataset.name)
         name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part)[:60] for part in parts) + ".png"
@@ -146,7 +155,11 @@ class Recorder:
         __tracebackhide__ = True
         self._note(encoder, dataset)
         control_of = getattr(encoder, "control_of", None)
-        thresholds = self._session.thresholds_near(self._item.path.parent) if control_of is None else None
+        layer = getattr(encoder, "layer", None)
+        # a layer's record is compared with the same layer's baseline, but not held to the thresholds
+        # written for the encoder's embedding (early layers are meant to score lower)
+        gated = control_of is None and layer is None
+        thresholds = self._session.thresholds_near(self._item.path.parent) if gated else None
         failures: list[str] = []
         for metric in metrics:
             spec = metric.spec
@@ -178,7 +191,7 @@ class Recorder:
                 comparison=verdict.comparison, control_of=control_of, chance=metric.chance,
                 settings_hash=probe_info.settings_hash, probe_version=probe_info.version,
                 data_key=metric.data_key, units=units,
-                uncertainty=metric.uncertainty if interval is None else None,
+                uncertainty=metric.uncertainty if interval is None else None, layer=layer,
             )
             self._payload["records"].append(record.model_dump(mode="json"))
             if control_of is None:
@@ -209,7 +222,7 @@ class Recorder:
             return other_data
         assert session.baseline is not None
         found = comparability.check(baseline, session.baseline.probes.get(metric.probe), probe_info,
-                                    metric.data_key)
+                                    metric.data_key, layer=getattr(encoder, "layer", None))
         if found.warning:
             warnings.warn(BaselineUncheckedWarning(f"{encoder.name} · {metric.probe} on {dataset.name}: "
                                                    f"{found.warning}"), stacklevel=2)
@@ -310,7 +323,7 @@ class Recorder:
             self._payload["encoders"][encoder.name] = EncoderInfo(
                 name=encoder.name, ref=getattr(encoder, "ref", encoder.name), fingerprint=encoder.fingerprint(),
                 input_size=size, parameters=sum(p.numel() for p in encoder.parameters()),
-                has_feature_map=encoder.has_feature_map,
+                has_feature_map=encoder.has_feature_map, **_layer_info(encoder),
             ).model_dump(mode="json")
         if dataset.name not in self._payload["datasets"]:
             self._payload["datasets"][dataset.name] = DatasetInfo(
@@ -319,3 +332,13 @@ class Recorder:
                 targets=sorted(dataset.targets),
             ).model_dump(mode="json")
 
+
+
+def _layer_info(encoder: "Encoder") -> dict[str, Any]:
+    """A layer view's source and depth, for the scorecard's per-layer table and depth plot."""
+    source = getattr(encoder, "source", None)
+    if getattr(encoder, "layer_of", None) is None or source is None:
+        return {}
+    layers = list(source.layers())
+    return {"layer_of": encoder.layer_of,
+            "layer_depth": layers.index(encoder.layer) if encoder.layer in layers else None}

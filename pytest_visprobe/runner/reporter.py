@@ -187,6 +187,10 @@ class Reporter:
             tr.write_line(tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True))
         else:
             tr.write_line("no metrics were recorded")
+        layered = sorted({r.source_encoder for r in self.card.records if r.layer is not None and r.control_of is None})
+        if layered:
+            tr.write_line(f"layers (--visprobe-layers) of {', '.join(layered)}: per-layer tables and depth plots "
+                          f"in scorecard.md")
         f = self.card.provenance.features
         tr.write_line(
             f"feature sets: {f.get('computed', 0)} computed, {f.get('from_disk', 0)} from cache, "

@@ -54,6 +54,18 @@ class Collected:
     outcome: Outcome = field(default_factory=Outcome)
 
 
+@dataclass(frozen=True)
+class LayerParam:
+    """A test parameter: one layer (``--visprobe-layers``) of an ``--encoder``."""
+
+    ref: EncoderRef
+    layer: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.ref.id}@{self.layer}"
+
+
 @dataclass
 class VisprobeSession:
     run: RunSettings
@@ -75,6 +87,7 @@ class VisprobeSession:
     _shared: dict[tuple[str, ...], Any] = field(default_factory=dict)
     _settings: dict[str, Any] = field(default_factory=dict)
     _preflight_spec: str | None = None
+    _layer_groups: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options: RunSettings, rootdir: Path, worker_id: str, hook: Any = None) -> "VisprobeSession":
@@ -293,6 +306,9 @@ class VisprobeSession:
         """The encoder's random-init control (controls.py), built once per process."""
         from pytest_visprobe.encoders.controls import random_init_copy
 
+        source = getattr(encoder, "layer_of", None) and getattr(encoder, "source", None)
+        if source is not None:  # a layer's floor: the same layer of the source's control
+            return self.layer_encoder(self.control_encoder(source), encoder.layer)
         if encoder.name not in self._controls:
             try:
                 self._controls[encoder.name] = random_init_copy(encoder, self.seed)
@@ -302,6 +318,41 @@ class VisprobeSession:
         if isinstance(found, Exception):
             raise found
         return found
+
+    # ------------------------------------------------------------------ layers
+
+    def layer_params(self, ref: EncoderRef) -> list[EncoderRef | LayerParam]:
+        """What a per-layer probe's tests run on for ``ref``: the encoder's own embedding, then each
+        layer ``--visprobe-layers`` names (resolved on the loaded encoder; ConfigError if unknown)."""
+        from pytest_visprobe.runner.options import LAST
+
+        if self.run.layers == LAST:
+            return [ref]
+        group = self.layer_group(self.encoder(ref))
+        return [ref, *(LayerParam(ref, layer) for layer in group.layers)]
+
+    def layer_group(self, encoder: "Encoder") -> Any:
+        """The encoder's requested layers as views sharing one forward pass (encoders/layers.py)."""
+        if encoder.name not in self._layer_groups:
+            from pytest_visprobe.encoders.layers import LayerGroup, resolve_layers
+            from pytest_visprobe.runner.options import LAST
+
+            layers = [layer for layer in resolve_layers(encoder, self.run.layers) if layer != LAST]
+            self._layer_groups[encoder.name] = LayerGroup(encoder, layers)
+        return self._layer_groups[encoder.name]
+
+    def layer_encoder(self, encoder: "Encoder", layer: str) -> "Encoder":
+        """The view of one layer of ``encoder`` (its embedding when ``layer`` is ``last``)."""
+        from pytest_visprobe.runner.options import LAST
+
+        if layer == LAST:
+            return encoder
+        group = self.layer_group(encoder)
+        for view in group.views:
+            if view.layer == layer:
+                return view
+        raise ConfigError(f"layer {layer!r} of {encoder.name!r} was not requested with --visprobe-layers "
+                          f"({self.run.layers}); requested: {', '.join(group.layers) or 'none'}.")
 
     def preflight_images(self, encoder: "Encoder") -> "torch.Tensor":
         """A seeded batch of real test images from ``preflight_dataset()``, at the encoder's input size.

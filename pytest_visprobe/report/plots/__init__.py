@@ -31,6 +31,8 @@ def write_plots(card: "Scorecard", directory: Path) -> list[Path]:
 
     probes = dict.fromkeys(record.probe for record in card.records)
     targets = dict.fromkeys(PROBES.get(p).plot for p in probes if p in PROBES and PROBES.get(p).plot)
+    if any(record.layer is not None for record in card.records):  # --visprobe-layers: metrics against depth
+        targets["pytest_visprobe.report.plots.layers:plot_layers"] = None
     written: list[Path] = []
     for target in targets:
         try:

@@ -1,0 +1,99 @@
+"""CKA between layers: how alike do an encoder's layers represent the same images? (Kornblith et al. 2019)
+
+Runs only with ``--visprobe-layers`` (its tests are deselected otherwise). For one encoder, the
+linear CKA (debiased HSIC by default) between every pair of its requested layers and its own
+embedding (``last``), over the same test images: the matrix rides in each record's details and
+is drawn as a layer × layer heat-map (``layer-cka-<encoder>-<dataset>.png``). Each layer's record
+is its CKA with the embedding (``ENCODER@LAYER``, so it also appears against depth), with the
+``cka`` probe's bootstrap interval over images.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pytest_visprobe.probes.cka import CHANCE_DEBIASED
+from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
+
+if TYPE_CHECKING:
+    from pytest_visprobe.runner.context import ProbeContext
+
+
+class LayerCkaConfig(BaseModel):
+    """Linear CKA between an encoder's layers (Kornblith et al. 2019)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: str = "test"  # the split whose images every layer sees
+    estimator: Literal["debiased", "biased"] = "debiased"  # as the cka probe's
+    max_images: int = Field(5000, ge=4)  # a seeded subset beyond this: the Gram matrices are n × n
+
+
+class LayerCkaDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str  # the encoder whose embedding is the last row and column
+    split: str
+    n_images: int
+    estimator: str
+    layers: list[str]  # rows and columns of matrix, in depth order; "last" = the embedding
+    matrix: list[list[float]]  # linear CKA between each pair of layers
+
+
+def run(ctx: "ProbeContext") -> list[Metric]:
+    import numpy as np
+
+    from pytest_visprobe.kernels.cka import cka, cka_interval, gram_linear
+    from pytest_visprobe.report.statistics import seed_for
+
+    config: LayerCkaConfig = ctx.settings
+    views = ctx.layer_views()
+    if not views:
+        ctx.skip("CKA between layers needs --visprobe-layers (e.g. all) naming the layers to compare")
+    n = len(ctx.dataset.split(config.split).labels)
+    if n < 4:
+        ctx.skip(f"CKA needs at least 4 images in the {config.split} split of {ctx.dataset.name}, it has {n}; "
+                 "raise --visprobe-limit or pick another dataset.")
+    rows = None
+    if n > config.max_images:  # seeded, the same images for every layer
+        rows = np.sort(np.random.default_rng([ctx.seed, 0xCCA]).choice(n, config.max_images, replace=False))
+    device = ctx.device if getattr(ctx.device, "type", str(ctx.device)) == "cuda" else "cpu"  # float64
+    debiased = config.estimator == "debiased"
+    encoders = [*views, ctx.encoder]
+    grams = []
+    for encoder in encoders:
+        x = ctx.features(config.split, encoder=encoder)
+        grams.append(gram_linear(x if rows is None else x[rows], device=device))
+    k = len(grams)
+    matrix = [[1.0] * k for _ in range(k)]
+    for i in range(k):
+        for j in range(i + 1, k):
+            matrix[i][j] = matrix[j][i] = round(cka(grams[i], grams[j], debiased=debiased), 6)
+    details = LayerCkaDetails(reference=ctx.encoder.name, split=config.split, n_images=int(grams[0].shape[0]),
+                              estimator=config.estimator, layers=[*(v.layer for v in views), "last"], matrix=matrix)
+    metrics = []
+    for i, view in enumerate(views):
+        value = cka(grams[i], grams[-1], debiased=debiased)
+        interval = cka_interval(grams[i], grams[-1], debiased=debiased, resamples=ctx.resamples,
+                                rng=seed_for(ctx.seed, view.name, "layer_cka", ctx.dataset.name))
+        metrics.append(Metric("layer_cka", "linear_cka_embedding", value, details=details, interval=interval,
+                              chance=0.0 if debiased else None, encoder=view))
+    return metrics
+
+
+LAYER_CKA = ProbeSpec(
+    name="layer_cka",
+    description="linear CKA (debiased HSIC) between an encoder's layers (--visprobe-layers) and its embedding",
+    metrics=(MetricSpec("linear_cka_embedding", True,
+                        "linear CKA of the layer's and the encoder's embedding's image Gram matrices: a "
+                        "similarity, not a quality", lower=-1.0, chance=CHANCE_DEBIASED),),
+    run=run,
+    settings=LayerCkaConfig,
+    details=LayerCkaDetails,
+    role="similarity",
+    targets=("label",),
+    plot="pytest_visprobe.report.plots.layers:plot_layer_cka",
+    layers_only=True,
+)
