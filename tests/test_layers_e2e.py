@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import REPO
-
 from pytest_visprobe.datasets import load_dataset
 from pytest_visprobe.runner.options import DATASET_OPTION, ENCODER_OPTION, LAYERS_OPTION
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _debiased_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
