@@ -17,18 +17,28 @@ from pytest_visprobe.runner.options import DATASET_OPTION, ENCODER_OPTION, LAYER
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _debiased_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Song et al. (2012)'s unbiased HSIC written out on linear Gram matrices, as a NumPy reference."""
-    def hsic(k, l):
-        n = k.shape[0]
-        k, l = k.copy(), l.copy()
-        np.fill_diagonal(k, 0)
-        np.fill_diagonal(l, 0)
-        one = np.ones(n)
-        return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
-                - 2 / (n - 2) * (one @ k @ l @ one)) / (n * (n - 3))
-    k, l = x @ x.T, y @ y.T
-    return float(hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l)))
+def _hsic(k: np.ndarray, l: np.ndarray) -> float:
+    """Song et al. (2012)'s unbiased HSIC written out, as a NumPy reference."""
+    n = k.shape[0]
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * (one @ k @ l @ one)) / (n * (n - 3))
+
+
+def _rbf_gram(x: np.ndarray) -> np.ndarray:
+    """exp(-d² / (2σ²)), σ = the median of the pairwise distances (i < j), from scipy's pdist."""
+    from scipy.spatial.distance import pdist, squareform
+
+    d = pdist(x)
+    return np.exp(-squareform(d) ** 2 / (2 * np.median(d) ** 2))
+
+
+def _debiased_cka(x: np.ndarray, y: np.ndarray, kernel: str = "linear") -> float:
+    k, l = (x @ x.T, y @ y.T) if kernel == "linear" else (_rbf_gram(x), _rbf_gram(y))
+    return float(_hsic(k, l) / np.sqrt(_hsic(k, k) * _hsic(l, l)))
 
 
 @torch.no_grad()
@@ -44,17 +54,20 @@ def _check_layer_cka(card: dict) -> None:
     features = {"body.1": encoder.body[:2](x), "body.3": encoder.body[:4](x), "body.5": encoder.body(x)}
     features = {k: v.mean(dim=(2, 3)).double().numpy() for k, v in features.items()}
     features["last"] = encoder.embed(images).double().numpy()
-    records = {r["layer"]: r for r in card["records"] if r["probe"] == "layer_cka"}
-    assert sorted(records) == ["body.1", "body.3", "body.5"]
-    details = records["body.1"]["details"]
+    records = {(r["layer"], r["metric"]): r for r in card["records"] if r["probe"] == "layer_cka"}
+    assert sorted(records) == [(layer, f"{kernel}_cka_embedding") for layer in ("body.1", "body.3", "body.5")
+                               for kernel in ("linear", "rbf")]
+    details = records["body.1", "linear_cka_embedding"]["details"]
     assert details["layers"] == ["body.1", "body.3", "body.5", "last"] and details["n_images"] == len(test)
-    for i, a in enumerate(details["layers"]):
-        for j, b in enumerate(details["layers"]):
-            want = 1.0 if a == b else _debiased_linear_cka(features[a], features[b])
-            assert details["matrix"][i][j] == pytest.approx(want, abs=1e-4)
-    for layer, record in records.items():
-        assert record["encoder"] == f"tiny_cnn@{layer}" and record["metric"] == "linear_cka_embedding"
-        assert record["value"] == pytest.approx(_debiased_linear_cka(features[layer], features["last"]), abs=1e-4)
+    for key, kernel in (("matrix", "linear"), ("rbf_matrix", "rbf")):
+        for i, a in enumerate(details["layers"]):
+            for j, b in enumerate(details["layers"]):
+                want = 1.0 if a == b else _debiased_cka(features[a], features[b], kernel)
+                assert details[key][i][j] == pytest.approx(want, abs=1e-4), (kernel, a, b)
+    for (layer, metric), record in records.items():
+        kernel = metric.split("_")[0]
+        assert record["encoder"] == f"tiny_cnn@{layer}"
+        assert record["value"] == pytest.approx(_debiased_cka(features[layer], features["last"], kernel), abs=1e-4)
         assert record["interval"]["low"] <= record["value"] <= record["interval"]["high"]
 
 

@@ -60,7 +60,8 @@ def plot_layers(card: "Scorecard", directory: Path) -> list[Path]:
 
 
 def plot_layer_cka(card: "Scorecard", directory: Path) -> list[Path]:
-    """Per encoder and dataset, the layer × layer linear CKA heat-map the ``layer_cka`` probe stored."""
+    """Per encoder and dataset, the layer × layer CKA heat-maps (linear, and RBF when stored) the
+    ``layer_cka`` probe stored, side by side."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -72,20 +73,24 @@ def plot_layer_cka(card: "Scorecard", directory: Path) -> list[Path]:
             seen.setdefault((r.source_encoder, r.dataset), details_of(r))
     written = []
     for (encoder, dataset), details in sorted(seen.items()):
-        matrix = np.asarray(details.matrix, dtype=float)
+        panels = [("linear", details.matrix)]
+        if getattr(details, "rbf_matrix", None) is not None:
+            panels.append(("RBF", details.rbf_matrix))
         k = len(details.layers)
         size = 1.6 + 0.55 * k
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
-        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_xticks(range(k), details.layers, rotation=45, ha="right", fontsize="small")
-        ax.set_yticks(range(k), details.layers, fontsize="small")
-        if k <= 16:
-            for i in range(k):
-                for j in range(k):
-                    ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
-                            color="white" if matrix[i, j] < 0.6 else "black")
-        fig.colorbar(image, ax=ax, label=f"linear CKA ({details.estimator})")
-        ax.set_title(f"{encoder} · {dataset}: CKA between layers (n = {details.n_images})", fontsize="medium")
+        fig, axes = plt.subplots(1, len(panels), figsize=((size + 1.2) * len(panels), size), squeeze=False)
+        for ax, (kernel, values) in zip(axes[0], panels):
+            matrix = np.asarray(values, dtype=float)
+            image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+            ax.set_xticks(range(k), details.layers, rotation=45, ha="right", fontsize="small")
+            ax.set_yticks(range(k), details.layers, fontsize="small")
+            if k <= 16:
+                for i in range(k):
+                    for j in range(k):
+                        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize="x-small",
+                                color="white" if matrix[i, j] < 0.6 else "black")
+            fig.colorbar(image, ax=ax, label=f"{kernel} CKA ({details.estimator})")
+        fig.suptitle(f"{encoder} · {dataset}: CKA between layers (n = {details.n_images})", fontsize="medium")
         fig.tight_layout()
         path = directory / f"layer-cka-{re.sub(r'[^A-Za-z0-9_.-]+', '_', encoder)}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', dataset)}.png"
         fig.savefig(path, dpi=100)
