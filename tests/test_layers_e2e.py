@@ -81,7 +81,7 @@ def test_all_layers_rows_plot_and_cache(suite):
     knn = {r["encoder"]: r for r in card["records"] if r["probe"] == "knn"}
     assert sorted(knn) == ["tiny_cnn", "tiny_cnn@body.1", "tiny_cnn@body.3", "tiny_cnn@body.5"]
     assert knn["tiny_cnn"]["layer"] is None and knn["tiny_cnn@body.3"]["layer"] == "body.3"
-    assert "layers-tiny_cnn.png" in card["plots"]
+    assert "layers-tiny_cnn.png" in card["plots"] and "layer-cka-tiny_cnn-digits.png" in card["plots"]
     assert (suite.pytester.path / "visprobe-report" / "layers-tiny_cnn.png").stat().st_size > 0
     markdown = (suite.pytester.path / "visprobe-report" / "scorecard.md").read_text()
     assert "## Layers" in markdown and "[layers-tiny_cnn.png](layers-tiny_cnn.png)" in markdown
