@@ -177,17 +177,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              indirect=True, scope="session")
 
 
-def _per_layer(definition: Any) -> bool:
-    """Whether the test's probe runs on each ``--visprobe-layers`` layer too (``ProbeSpec.per_layer``)."""
-    probe = definition.get_closest_marker(PROBE_MARKER)
+def _marked_probe(node: Any) -> Any:
+    """The ProbeSpec a test names with ``visprobe_probe``, or None (unmarked, or an unknown
+    probe, which _role_of reports)."""
+    probe = node.get_closest_marker(PROBE_MARKER)
     if not (probe and probe.args):
-        return False
+        return None
     from pytest_visprobe.probes.spec import get_probe
 
     try:
-        return get_probe(probe.args[0]).per_layer
+        return get_probe(probe.args[0])
     except KeyError:
-        return False  # _role_of reports the unknown probe
+        return None
+
+
+def _per_layer(definition: Any) -> bool:
+    """Whether the test's probe runs on each ``--visprobe-layers`` layer too (``ProbeSpec.per_layer``)."""
+    spec = _marked_probe(definition)
+    return spec is not None and spec.per_layer
 
 
 def _role_of(definition: Any) -> str:
@@ -234,15 +241,8 @@ def _deselect_layer_tests(config: pytest.Config, items: list[pytest.Item]) -> No
 
 
 def _layers_only(item: pytest.Item) -> bool:
-    probe = item.get_closest_marker(PROBE_MARKER)
-    if not (probe and probe.args):
-        return False
-    from pytest_visprobe.probes.spec import get_probe
-
-    try:
-        return get_probe(probe.args[0]).layers_only
-    except KeyError:
-        return False
+    spec = _marked_probe(item)
+    return spec is not None and spec.layers_only
 
 
 def _encoder_param(item: pytest.Item) -> str | None:
