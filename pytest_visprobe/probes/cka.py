@@ -9,7 +9,7 @@ The interval is a bootstrap over images (see ``kernels.cka.cka_interval`` for du
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,40 +46,48 @@ class CkaDetails(BaseModel):
                      "resampled CKA's deviation from the full sample's plug-in (biased) CKA")
 
 
-def run(ctx: "ProbeContext") -> list[Metric]:
+def compared_grams(ctx: "ProbeContext", split: str, max_images: int, rbf_sigma: float) -> Callable[..., dict]:
+    """``grams(encoder) -> {"linear": (K, None), "rbf": (K, σ)}`` over the images of ``split`` that
+    CKA compares: all of them, or a seeded subset beyond ``max_images``, the same for every encoder
+    or layer; float64 on CUDA when the run is there, else the CPU. Skips with fewer than 4 images."""
     import numpy as np
 
-    from pytest_visprobe.kernels.cka import cka, cka_interval, gram_linear, gram_rbf
+    from pytest_visprobe.kernels.cka import gram_linear, gram_rbf
+
+    n = len(ctx.dataset.split(split).labels)
+    if n < 4:
+        ctx.skip(f"CKA needs at least 4 images in the {split} split of {ctx.dataset.name}, it has {n}; "
+                 "raise --visprobe-limit or pick another dataset.")
+    rows = None
+    if n > max_images:
+        rows = np.sort(np.random.default_rng([ctx.seed, 0xCCA]).choice(n, max_images, replace=False))
+    device = ctx.device if getattr(ctx.device, "type", str(ctx.device)) == "cuda" else "cpu"
+
+    def grams(encoder) -> dict:
+        x = ctx.features(split, encoder=encoder)
+        x = x if rows is None else x[rows]
+        return {"linear": (gram_linear(x, device=device), None),
+                "rbf": gram_rbf(x, sigma_factor=rbf_sigma, device=device)}
+
+    return grams
+
+
+def run(ctx: "ProbeContext") -> list[Metric]:
+    from pytest_visprobe.kernels.cka import cka, cka_interval
     from pytest_visprobe.report.statistics import seed_for
 
     config: CkaConfig = ctx.settings
     encoders = ctx.encoders
     if len(encoders) < 2:
         ctx.skip("CKA between encoders needs at least two --encoder options (the first is the reference)")
-    n = len(ctx.dataset.split(config.split).labels)
-    if n < 4:
-        ctx.skip(f"CKA needs at least 4 images in the {config.split} split of {ctx.dataset.name}, it has {n}; "
-                 "raise --visprobe-limit or pick another dataset.")
-    rows = None
-    if n > config.max_images:  # seeded, the same images for every encoder
-        rows = np.sort(np.random.default_rng([ctx.seed, 0xCCA]).choice(n, config.max_images, replace=False))
-    device = ctx.device if getattr(ctx.device, "type", str(ctx.device)) == "cuda" else "cpu"  # float64
-
-    def features(encoder):
-        x = ctx.features(config.split, encoder=encoder)
-        return x if rows is None else x[rows]
-
+    grams_of = compared_grams(ctx, config.split, config.max_images, config.rbf_sigma)
     debiased = config.estimator == "debiased"
     chance = 0.0 if debiased else None
     reference = encoders[0]
-    ref_x = features(reference)
-    ref_grams = {"linear": (gram_linear(ref_x, device=device), None),
-                 "rbf": gram_rbf(ref_x, sigma_factor=config.rbf_sigma, device=device)}
+    ref_grams = grams_of(reference)
     metrics = []
     for encoder in encoders[1:]:
-        x = features(encoder)
-        grams = {"linear": (gram_linear(x, device=device), None),
-                 "rbf": gram_rbf(x, sigma_factor=config.rbf_sigma, device=device)}
+        grams = grams_of(encoder)
         for kernel, (gram, sigma) in grams.items():
             ref_gram, ref_sigma = ref_grams[kernel]
             name = f"{kernel}_cka"

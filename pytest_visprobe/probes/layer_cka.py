@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pytest_visprobe.probes.cka import CHANCE_DEBIASED
+from pytest_visprobe.probes.cka import CHANCE_DEBIASED, compared_grams
 from pytest_visprobe.probes.spec import Metric, MetricSpec, ProbeSpec
 
 if TYPE_CHECKING:
@@ -46,31 +46,20 @@ class LayerCkaDetails(BaseModel):
 
 
 def run(ctx: "ProbeContext") -> list[Metric]:
-    import numpy as np
-
-    from pytest_visprobe.kernels.cka import cka, cka_interval, gram_linear, gram_rbf
+    from pytest_visprobe.kernels.cka import cka, cka_interval
     from pytest_visprobe.report.statistics import seed_for
 
     config: LayerCkaConfig = ctx.settings
     views = ctx.layer_views()
     if not views:
         ctx.skip("CKA between layers needs --visprobe-layers (e.g. all) naming the layers to compare")
-    n = len(ctx.dataset.split(config.split).labels)
-    if n < 4:
-        ctx.skip(f"CKA needs at least 4 images in the {config.split} split of {ctx.dataset.name}, it has {n}; "
-                 "raise --visprobe-limit or pick another dataset.")
-    rows = None
-    if n > config.max_images:  # seeded, the same images for every layer
-        rows = np.sort(np.random.default_rng([ctx.seed, 0xCCA]).choice(n, config.max_images, replace=False))
-    device = ctx.device if getattr(ctx.device, "type", str(ctx.device)) == "cuda" else "cpu"  # float64
+    grams_of = compared_grams(ctx, config.split, config.max_images, config.rbf_sigma)
     debiased = config.estimator == "debiased"
     encoders = [*views, ctx.encoder]
     grams: dict[str, list] = {"linear": [], "rbf": []}
     for encoder in encoders:
-        x = ctx.features(config.split, encoder=encoder)
-        x = x if rows is None else x[rows]
-        grams["linear"].append(gram_linear(x, device=device))
-        grams["rbf"].append(gram_rbf(x, sigma_factor=config.rbf_sigma, device=device)[0])
+        for kernel, (gram, _sigma) in grams_of(encoder).items():
+            grams[kernel].append(gram)
     k = len(encoders)
     matrices = {}
     for kernel, stack in grams.items():
