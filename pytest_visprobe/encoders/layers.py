@@ -109,17 +109,13 @@ def default_layers(root: nn.Module) -> list[str]:
     while len(children := list(module.named_children())) == 1:
         prefix, module = f"{prefix}{children[0][0]}.", children[0][1]
     out: list[str] = []
+    start = 0  # the current run: children[start:i + 1], from just after the last block found
     for i, (name, child) in enumerate(children):
         nxt = children[i + 1][1] if i + 1 < len(children) else None
-        if nxt is None or _weighted(nxt):
-            run = children[len(out) and _index_of(children, out[-1], prefix) + 1:i + 1]
-            if any(_weighted(c) for _, c in run):
-                out.append(f"{prefix}{name}")
+        if (nxt is None or _weighted(nxt)) and any(_weighted(c) for _, c in children[start:i + 1]):
+            out.append(f"{prefix}{name}")
+            start = i + 1
     return out
-
-
-def _index_of(children: list[tuple[str, nn.Module]], full: str, prefix: str) -> int:
-    return [name for name, _ in children].index(full[len(prefix):])
 
 
 def _weighted(module: nn.Module) -> bool:
