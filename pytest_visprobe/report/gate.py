@@ -131,10 +131,10 @@ def compare(value: float, higher: bool, record: Record | None, base_value: float
                                           rng=rng if rng is not None else np.random.default_rng(0),
                                           resamples=resamples, level=level)
                 method = "paired_sign_flip" if result.test == "sign-flip" else "paired_bootstrap"
-                blind = None
-                if method == "paired_sign_flip" and 2.0 ** (1 - units.n) >= ALPHA:
+                blind, smallest_p = None, 2.0 ** (1 - units.n)  # both all-equal sign patterns
+                if method == "paired_sign_flip" and smallest_p >= ALPHA:
                     blind = (f"only {units.n} {units.unit}s: no sign pattern of so few gives p < {ALPHA} (the "
-                             f"smallest possible p is {2.0 ** (1 - units.n):.3g}), so no drop can be called "
+                             f"smallest possible p is {smallest_p:.3g}), so no drop can be called "
                              f"significant here; more {units.unit}s would make this metric gateable")
                 return Comparison(method=method, drop=drop, drop_low=result.low,
                                   drop_high=result.high, p_value=result.p_value, unit=units.unit, note=blind)
