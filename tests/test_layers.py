@@ -161,6 +161,8 @@ def test_resolution_and_errors_name_the_available_layers():
         resolve_layers(encoder, "3")
     with pytest.raises(ConfigError, match=r"has no module 'bdy.3'\. Did you mean body.3.*body.1, body.3, body.5"):
         resolve_layers(encoder, "bdy.3")
+    with pytest.raises(ConfigError, match=r"Did you mean body.5, body.4, body.3\?"):  # each guess once (a block is a module too)
+        resolve_layers(encoder, "body.9")
 
 
 # --------------------------------------------------------------------------- one forward pass

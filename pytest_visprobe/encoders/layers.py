@@ -80,7 +80,7 @@ def resolve_layers(encoder: Encoder, raw: str) -> list[str]:
                 raise ConfigError(f"{where} has no layer {token}; {listing}.")
             out.append(available[token])
         elif token not in available and token not in module_names(encoder):
-            guess = difflib.get_close_matches(token, [*available, *module_names(encoder)], n=3)
+            guess = difflib.get_close_matches(token, list(dict.fromkeys([*available, *module_names(encoder)])), n=3)
             hint = f" Did you mean {', '.join(guess)}?" if guess else ""
             raise ConfigError(f"{where} has no module {token!r}.{hint} Any module name works; {listing}.")
         else:
