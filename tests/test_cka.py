@@ -16,6 +16,7 @@ from pytest_visprobe.kernels.cka import (
     gram_linear,
     gram_rbf,
     hsic,
+    resampled_cka,
 )
 from pytest_visprobe.probes.spec import metric_spec
 
@@ -145,6 +146,95 @@ def test_interval_is_degenerate_for_identical_and_contains_the_estimate():
     for debiased in (False, True):
         low, high = cka_interval(k, l, debiased=debiased, rng=np.random.default_rng(0), resamples=300)
         assert low < cka(k, l, debiased=debiased) < high
+
+
+# --------------------------------------------------------------------------- resamples from counts, not gathers
+
+
+def gathered_cka(k, l, rows, debiased):
+    """The direct way: each resample's Grams gathered, centred and summed; NaN where a centred
+    Gram is zero up to rounding (a side constant on the resample)."""
+    k, l = torch.as_tensor(k), torch.as_tensor(l)
+    values = []
+    for r in torch.as_tensor(rows):
+        kr, lr = k[r[:, None], r[None, :]], l[r[:, None], r[None, :]]
+        kc, lc = center_gram(kr, debiased=debiased), center_gram(lr, debiased=debiased)
+        kk, ll = float((kc * kc).sum()), float((lc * lc).sum())
+        zero = kk <= 1e-20 * float((kr * kr).sum()) or ll <= 1e-20 * float((lr * lr).sum())
+        values.append(np.nan if zero else float((kc * lc).sum()) / np.sqrt(kk * ll))
+    return np.array(values)
+
+
+def _with_duplicates(seed, n=40):
+    """A related pair whose features repeat some images, with an offset (a large uncentred mean)."""
+    x, y = _pair(seed, n=n)
+    x[5:9], y[5:9] = x[0], y[0]
+    return x + 3.0, np.maximum(y, 0)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("batch_elements", [1 << 22, 3000])  # one batch; many batches and column blocks
+def test_resampled_cka_equals_gathering_each_resample(debiased, kernel, batch_elements):
+    x, y = _with_duplicates(11)
+    k, l = (gram_linear(x), gram_linear(y)) if kernel == "linear" else (gram_rbf(x)[0], gram_rbf(y, sigma_factor=0.7)[0])
+    rows = np.random.default_rng(12).integers(0, x.shape[0], (200, x.shape[0]))
+    got = resampled_cka(k, l, rows, debiased=debiased, batch_elements=batch_elements)
+    expected = gathered_cka(k, l, rows, debiased)
+    assert not np.isnan(expected).any()
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
+    # and the published formulas on a few gathered resamples
+    hsic_fn = ref_hsic_unbiased if debiased else ref_hsic_biased
+    for i in range(5):
+        r = np.ix_(rows[i], rows[i])
+        assert got[i] == pytest.approx(ref_cka(k.numpy()[r], l.numpy()[r], hsic_fn), rel=1e-9)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_interval_equals_the_percentiles_of_the_gathered_resamples(debiased):
+    x, y = _with_duplicates(13, n=30)
+    k, l = gram_linear(x), gram_rbf(y)[0]
+    low, high = cka_interval(k, l, debiased=debiased, rng=np.random.default_rng(14), resamples=400)
+    values = gathered_cka(k, l, np.random.default_rng(14).integers(0, 30, (400, 30)), debiased)
+    estimate, plug_in = cka(k, l, debiased=debiased), cka(k, l, debiased=False)
+    errors = values - plug_in
+    assert (low, high) == pytest.approx((estimate + np.percentile(errors, 2.5), estimate + np.percentile(errors, 97.5)),
+                                        rel=0, abs=1e-12)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_a_side_constant_on_a_resample_is_nan_and_skipped(debiased):
+    # images 2..7 look identical to x: a resample drawing only those has a constant Gram on that
+    # side; debiased, so has one drawing images 0 or 1 just once (off its diagonal the resampled
+    # Gram is then f(a) + f(b), which U-centring removes)
+    x, y = _pair(15, n=8)
+    x[2:] = x[2]
+    k, l = gram_linear(x), gram_rbf(y)[0]
+    rows = np.random.default_rng(16).integers(0, 8, (300, 8))
+    got = resampled_cka(k, l, rows, debiased=debiased)
+    expected = gathered_cka(k, l, rows, debiased)
+    constant = (rows < 2).sum(axis=1) <= (1 if debiased else 0)
+    assert 10 < constant.sum() < 150
+    assert np.array_equal(np.isnan(expected), constant)
+    assert np.array_equal(np.isnan(got), constant)
+    np.testing.assert_allclose(got[~constant], expected[~constant], rtol=1e-9, atol=0)
+    # the interval uses only the defined resamples
+    low, high = cka_interval(k, l, debiased=debiased, rng=np.random.default_rng(16), resamples=300)
+    errors = expected[~constant] - cka(k, l, debiased=False)
+    estimate = cka(k, l, debiased=debiased)
+    assert (low, high) == pytest.approx(tuple(np.clip(estimate + np.percentile(errors, [2.5, 97.5]), -1, 1)),
+                                        rel=0, abs=1e-12)
+
+
+def test_resampled_cka_bad_input():
+    x, y = _pair(17, n=10)
+    k, l = gram_linear(x), gram_linear(y)
+    with pytest.raises(ValueError, match="indices into the 10"):
+        resampled_cka(k, l, np.array([[0, 1, 2, 10]]), debiased=False)
+    with pytest.raises(ValueError, match="at least 4"):
+        resampled_cka(k, l, np.zeros((2, 3), dtype=int), debiased=True)
+    with pytest.raises(ValueError, match="one size"):
+        resampled_cka(k, l[:5, :5], np.zeros((2, 5), dtype=int), debiased=False)
 
 
 def test_bad_input_is_a_clear_error():
