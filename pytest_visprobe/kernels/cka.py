@@ -71,7 +71,8 @@ def gram_rbf(x: "np.ndarray | torch.Tensor", *, sigma_factor: float = 1.0,
 def center_gram(gram: "torch.Tensor", *, debiased: bool) -> "torch.Tensor":
     """``H K H`` (biased), or the U-centred ``K`` with zero diagonal (debiased; needs n >= 4).
 
-    Works on a stack ``[..., n, n]`` of Gram matrices (the bootstrap centres a batch at once).
+    Works on a stack ``[..., n, n]`` of Gram matrices (benchmarks/bench_cka.py centres the former
+    path's gathered resamples a batch at once; the bootstrap itself uses ``resampled_cka``).
     """
     n = gram.shape[-1]
     if not debiased:
